@@ -1,0 +1,34 @@
+"""LiT two-tower model: image tower `img`, text tower `txt`, temperature `t`.
+
+Returns normalised embeddings and the temperature-scaled similarity logits
+(`logits[i, j]` = t * <image_i, text_j>), as used by the contrastive loss and
+by zero-shot classification. Either input may be None (embed one side only).
+"""
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def _normalize(z):
+  return z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-8)
+
+
+class LiT(nn.Module):
+  image: nn.Module   # built by vit_compress.models.build with name 'img'
+  text: nn.Module    # name 'txt'
+  temperature_init: float = 0.0
+
+  @nn.compact
+  def __call__(self, images=None, tokens=None, *, train: bool = False):
+    out = {}
+    if images is not None:
+      out['zimg'] = _normalize(self.image(images, train=train))
+    if tokens is not None:
+      out['ztxt'] = _normalize(self.text(tokens, train=train))
+    t = self.param('t', nn.initializers.constant(self.temperature_init), (1,),
+                   jnp.float32)
+    out['t'] = jnp.exp(t[0])
+    if images is not None and tokens is not None:
+      out['logits'] = out['zimg'] @ out['ztxt'].T * out['t']
+    return out

@@ -1,0 +1,278 @@
+"""Vision Transformer (Flax Linen) with vit_jax's Linen parameter names.
+
+Names match vit_jax so that importing its checkpoints is a mapping:
+`embedding`, `cls`, `Transformer/posembed_input/pos_embedding`,
+`Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_0,
+LayerNorm_1, MlpBlock_0/{Dense_0, Dense_1}}`, `Transformer/encoder_norm`,
+`pre_logits`, `head`.
+
+Beyond vit_jax: each layer may have its own number of heads and MLP width
+(pruned models), the head width is a separate field (so removing heads keeps
+the others intact), optional DeiT distillation token, token merging (ToMe),
+bfloat16 computation, rematerialisation, and attention through
+`jax.nn.dot_product_attention`.
+"""
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_compress.models import resnet
+from vit_compress.models import tome
+
+Dtype = Any
+IntOrPerLayer = Union[int, Sequence[int]]
+
+
+def per_layer(value: IntOrPerLayer, num_layers: int, name: str) -> Tuple[int, ...]:
+  """Expands an int to one value per layer; checks a sequence's length."""
+  if isinstance(value, int):
+    return (value,) * num_layers
+  value = tuple(int(v) for v in value)
+  if len(value) != num_layers:
+    raise ValueError(f'transformer.{name} has {len(value)} entries but '
+                     f'transformer.num_layers is {num_layers}; give one per layer.')
+  return value
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> Dense, with dropout; vit_jax's initialisers."""
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    out_dim = x.shape[-1]
+    dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
+                               kernel_init=nn.initializers.xavier_uniform(),
+                               bias_init=nn.initializers.normal(stddev=1e-6))
+    x = dense(self.mlp_dim)(x)
+    x = nn.gelu(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = dense(out_dim)(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Self-attention with flax's parameter layout: query/key/value (D, H, Dh), out (H, Dh, D).
+
+  Returns the output and the mean key per token, which token merging uses as
+  its similarity metric. `size` (tokens merged into each token) adds
+  log(size) to the logits: ToMe's proportional attention.
+  """
+  num_heads: int
+  head_dim: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool, size=None, mask=None):
+    features = x.shape[-1]
+    proj = lambda name: nn.DenseGeneral(
+        (self.num_heads, self.head_dim), dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name,
+        kernel_init=nn.initializers.xavier_uniform())
+    q, k, v = proj('query')(x), proj('key')(x), proj('value')(x)
+    bias = None
+    if size is not None:  # (B, N, 1) token sizes -> (B, 1, 1, N) logit bias
+      bias = jnp.log(size)[..., 0][:, None, None, :].astype(q.dtype)
+    if self.dropout_rate > 0 and not deterministic:
+      y = _attention_with_dropout(q, k, v, bias, mask, self.dropout_rate,
+                                  self.make_rng('dropout'))
+    else:
+      y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+    out = nn.DenseGeneral(features, axis=(-2, -1), dtype=self.dtype,
+                          param_dtype=self.param_dtype, name='out',
+                          kernel_init=nn.initializers.xavier_uniform())(y)
+    return out, k.mean(axis=-2)
+
+
+def _attention_with_dropout(q, k, v, bias, mask, rate, rng):
+  """Explicit softmax attention; only used when attention dropout is on."""
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  if bias is not None:
+    logits = logits + bias
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+  weights = jnp.where(keep, weights / (1.0 - rate), 0).astype(v.dtype)
+  return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LN transformer block, with stochastic depth and optional token merging."""
+  mlp_dim: int
+  num_heads: int
+  head_dim: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  tome_r: int = 0
+  num_prefix_tokens: int = 1  # class/distillation tokens that are never merged
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, size, deterministic: bool, mask=None):
+    norm = lambda: nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = norm()(x)
+    y, keys = MultiHeadDotProductAttention(
+        num_heads=self.num_heads, head_dim=self.head_dim,
+        dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
+        param_dtype=self.param_dtype)(
+            y, deterministic=deterministic, size=size, mask=mask)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    x = x + self._drop_path(y, deterministic)
+    if self.tome_r > 0:
+      x, size = tome.merge_tokens(x, size, keys, self.tome_r,
+                                  self.num_prefix_tokens)
+    y = norm()(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype,
+                 self.param_dtype)(y, deterministic=deterministic)
+    return x + self._drop_path(y, deterministic), size
+
+  def _drop_path(self, y, deterministic):
+    """Stochastic depth: drops the whole residual branch per example."""
+    if deterministic or self.drop_path_rate == 0:
+      return y
+    keep = 1.0 - self.drop_path_rate
+    shape = (y.shape[0],) + (1,) * (y.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, shape)
+    return jnp.where(mask, y / keep, 0).astype(y.dtype)
+
+
+class AddPositionEmbs(nn.Module):
+  """Learned position embedding of shape (1, tokens, width)."""
+
+  @nn.compact
+  def __call__(self, x):
+    pe = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
+                    (1,) + x.shape[1:])
+    return x + pe.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+  """Position embedding, the stack of blocks, final LayerNorm ('Transformer')."""
+  num_heads: Tuple[int, ...]
+  mlp_dim: Tuple[int, ...]
+  head_dim: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  tome_r: IntOrPerLayer = 0
+  num_prefix_tokens: int = 1
+  add_position_embedding: bool = True
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, mask=None):
+    if self.add_position_embedding:
+      x = AddPositionEmbs(name='posembed_input')(x)
+      x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    num_layers = len(self.num_heads)
+    tome_r = per_layer(self.tome_r, num_layers, 'tome_r')
+    block_cls = Encoder1DBlock
+    if self.remat:  # argnum 0 is the module itself; 3 is `deterministic`
+      block_cls = nn.remat(Encoder1DBlock, static_argnums=(3,))
+    size = jnp.ones(x.shape[:2] + (1,), x.dtype) if any(tome_r) else None
+    for i in range(num_layers):
+      x, size = block_cls(
+          mlp_dim=self.mlp_dim[i], num_heads=self.num_heads[i],
+          head_dim=self.head_dim, dropout_rate=self.dropout_rate,
+          attention_dropout_rate=self.attention_dropout_rate,
+          # Linearly increasing drop rate with depth, as in DeiT / big_vision.
+          drop_path_rate=self.stochastic_depth * i / max(num_layers - 1, 1),
+          tome_r=tome_r[i], num_prefix_tokens=self.num_prefix_tokens,
+          dtype=self.dtype, param_dtype=self.param_dtype,
+          name=f'encoderblock_{i}')(x, size, not train, mask)
+    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
+                        name='encoder_norm')(x)
+
+
+class VisionTransformer(nn.Module):
+  """ViT and R+ViT hybrids; returns logits (or pre-logits when num_classes is None).
+
+  With `distill_token`, training returns `(logits, distill_logits)` and
+  evaluation their average (DeiT).
+  """
+  num_classes: Optional[int]
+  patch_size: Tuple[int, int]
+  hidden_size: int
+  num_heads: Tuple[int, ...]
+  mlp_dim: Tuple[int, ...]
+  head_dim: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  resnet: Optional[Any] = None  # {'num_layers': tuple, 'width_factor': float}
+  classifier: str = 'token'
+  representation_size: Optional[int] = None
+  distill_token: bool = False
+  tome_r: IntOrPerLayer = 0
+  remat: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False):
+    x = images.astype(self.dtype)
+    if self.resnet is not None:
+      x = resnet.hybrid_stem(x, tuple(self.resnet['num_layers']),
+                             self.resnet['width_factor'], self.dtype,
+                             self.param_dtype)
+    x = nn.Conv(self.hidden_size, self.patch_size, strides=self.patch_size,
+                padding='VALID', dtype=self.dtype, param_dtype=self.param_dtype,
+                name='embedding')(x)
+    n, h, w, c = x.shape
+    x = jnp.reshape(x, (n, h * w, c))
+
+    prefix = []
+    if self.classifier == 'token':
+      prefix.append(self.param('cls', nn.initializers.zeros, (1, 1, c),
+                               self.param_dtype))
+    if self.distill_token:
+      prefix.append(self.param('dist', nn.initializers.zeros, (1, 1, c),
+                               self.param_dtype))
+    if prefix:
+      x = jnp.concatenate(
+          [jnp.tile(p.astype(x.dtype), (n, 1, 1)) for p in prefix] + [x], axis=1)
+
+    x = Encoder(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                head_dim=self.head_dim, dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                stochastic_depth=self.stochastic_depth, tome_r=self.tome_r,
+                num_prefix_tokens=len(prefix), remat=self.remat,
+                dtype=self.dtype, param_dtype=self.param_dtype,
+                name='Transformer')(x, train=train)
+
+    if self.classifier == 'token':
+      features = x[:, 0]
+    elif self.classifier == 'gap':
+      features = jnp.mean(x[:, len(prefix):], axis=1)
+    else:
+      raise ValueError(f'Unknown classifier {self.classifier!r}; use token or gap.')
+
+    if self.representation_size is not None:
+      features = nn.Dense(self.representation_size, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name='pre_logits')(features)
+      features = jnp.tanh(features)
+    if self.num_classes is None:
+      return features.astype(jnp.float32)
+
+    head = lambda name: nn.Dense(self.num_classes, dtype=self.dtype,
+                                 param_dtype=self.param_dtype, name=name,
+                                 kernel_init=nn.initializers.zeros)
+    logits = head('head')(features).astype(jnp.float32)
+    if not self.distill_token:
+      return logits
+    dist_logits = head('head_dist')(x[:, len(prefix) - 1]).astype(jnp.float32)
+    if train:
+      return logits, dist_logits
+    return (logits + dist_logits) / 2
