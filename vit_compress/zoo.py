@@ -67,9 +67,10 @@ def vit(patch: int, hidden: int, mlp: int, heads: int, layers: int,
 
   `transformer.num_heads` and `transformer.mlp_dim` may also be tuples with one
   entry per layer (pruned models); `transformer.head_dim` stays the original
-  width so that removing heads does not change the remaining ones.
+  width so that removing heads does not change the remaining ones. Hence the
+  config is not type-safe: an int field may become a per-layer tuple.
   """
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(type_safe=False, initial_dictionary={
       'name': '',
       'family': 'vit',
       'image_size': 224,
@@ -89,11 +90,12 @@ def vit(patch: int, hidden: int, mlp: int, heads: int, layers: int,
       'classifier': classifier,
       'representation_size': None,
       'distill_token': False,   # DeiT: a second token and head for the teacher
+      'head_zeroinit': True,
       'tome_r': 0,              # token merging: tokens merged per layer
       'dtype': 'float32',       # computation dtype (e.g. bfloat16)
       'param_dtype': 'float32',
       'remat': False,           # rematerialise each block to save memory
-  })
+  }, )
 
 
 _VIT_SIZES = {  # hidden, mlp, heads, layers, dropout
@@ -211,6 +213,7 @@ def lit(image: ml_collections.ConfigDict, text_model: str, text: dict,
         out_dim: tuple, tokenizer: str, max_len: int = 16):
   """Two towers (LiT): image ViT without its classifier head, a text tower."""
   image.num_classes = None
+  image.head_zeroinit = False  # a zero projection would embed every image at 0
   return ml_collections.ConfigDict({
       'name': '',
       'family': 'lit',
@@ -247,3 +250,88 @@ def _lit_nano():
   image = _nano()
   return lit(image, 'text_transformer', _text_transformer(32, 2, 128, 2, 260),
              (32, 32), 'bytes', max_len=16)
+
+
+# ---------------------------------------------------------------- the table
+def describe(name: str, image_size: int = 224, num_classes: int = 1000) -> dict:
+  """Parameters, tokens, GFLOPs and float32 MiB of a zoo model, without weights.
+
+  Shapes come from `jax.eval_shape`; FLOPs from XLA's cost analysis of the
+  lowered forward pass for one image (and, for LiT, one text).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from vit_compress import models  # pylint: disable=g-import-not-at-top
+
+  config = get(name)
+  config.image_size = image_size
+  if config.family == 'lit':
+    config.image.image_size = image_size
+  else:
+    config.num_classes = num_classes
+  module = models.build(config)
+  shapes = models.param_shapes(config)
+  inputs = jax.eval_shape(lambda: models.example_inputs(config, 1))
+  lowered = jax.jit(lambda p, kw: module.apply({'params': p}, **kw)).lower(
+      shapes, inputs)
+  params = models.count_params(shapes)
+  return {
+      'name': config.name,
+      'params': params,
+      'tokens': _num_tokens(config, shapes),
+      'gflops': lowered.cost_analysis()['flops'] / 1e9,
+      'mib': params * 4 / 2**20,
+  }
+
+
+def _num_tokens(config, shapes) -> int:
+  """Sequence length seen by the encoder (class token included)."""
+  if config.family == 'lit':
+    shapes = shapes['img']
+  if config.family == 'mixer':
+    return (config.image_size // config.patches.size[0]) ** 2
+  return shapes['Transformer']['posembed_input']['pos_embedding'].shape[1]
+
+
+def describe_many(selected, image_size=224, num_classes=1000, jobs=None):
+  """`describe` for several models, traced in parallel processes (tracing is
+  single-threaded Python, so one process per core roughly divides the time)."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  jobs = jobs or os.cpu_count() or 1
+  if jobs == 1 or len(selected) == 1:
+    return [describe(n, image_size, num_classes) for n in selected]
+  # 'spawn': forking a process that already initialised JAX can deadlock.
+  with concurrent.futures.ProcessPoolExecutor(
+      jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+    return list(pool.map(describe, selected, [image_size] * len(selected),
+                         [num_classes] * len(selected)))
+
+
+def format_table(rows) -> str:
+  header = f'{"model":<12} {"params":>13} {"tokens":>7} {"GFLOPs":>9} {"MiB (f32)":>10}'
+  lines = [header, '-' * len(header)]
+  for r in rows:
+    lines.append(f'{r["name"]:<12} {r["params"]:>13d} {r["tokens"]:>7d} '
+                 f'{r["gflops"]:>9.2f} {r["mib"]:>10.1f}')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  selected = f.models or PUBLISHED
+  rows = describe_many(selected, f.image_size, f.num_classes, f.jobs)
+  print(f'Model zoo at {f.image_size}px, {f.num_classes} classes '
+        '(FLOPs: XLA cost analysis, one image; LiT adds one text of max_len tokens)')
+  print(format_table(rows))
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  flags.DEFINE_integer('image_size', 224, 'Input resolution in pixels.')
+  flags.DEFINE_integer('num_classes', 1000, 'Classifier classes (not used by LiT).')
+  flags.DEFINE_list('models', None, 'Zoo names to show (default: the published models).')
+  flags.DEFINE_integer('jobs', None, 'Processes tracing models in parallel (default: CPU cores).')
+  app.run(main)

@@ -15,17 +15,19 @@ def _normalize(z):
 
 
 class LiT(nn.Module):
-  image: nn.Module   # built by vit_compress.models.build with name 'img'
-  text: nn.Module    # name 'txt'
+  # Flax names a submodule given as an attribute after the attribute, so these
+  # names are the parameter prefixes of the two towers (as in big_vision).
+  img: nn.Module
+  txt: nn.Module
   temperature_init: float = 0.0
 
   @nn.compact
   def __call__(self, images=None, tokens=None, *, train: bool = False):
     out = {}
     if images is not None:
-      out['zimg'] = _normalize(self.image(images, train=train))
+      out['zimg'] = _normalize(self.img(images, train=train))
     if tokens is not None:
-      out['ztxt'] = _normalize(self.text(tokens, train=train))
+      out['ztxt'] = _normalize(self.txt(tokens, train=train))
     t = self.param('t', nn.initializers.constant(self.temperature_init), (1,),
                    jnp.float32)
     out['t'] = jnp.exp(t[0])
