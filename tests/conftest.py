@@ -1,0 +1,26 @@
+"""Shared fixtures: the `digits` dataset built once per test session."""
+import fcntl
+import os
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def digits_data_dir(tmp_path_factory):
+  """A TFDS data_dir with `digits` prepared (offline, a few seconds, once).
+
+  Under pytest-xdist the workers share one copy: the first to take the lock
+  builds it, the others find it prepared.
+  """
+  from vit_compress import data  # pylint: disable=g-import-not-at-top
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    shared = shared.parent
+  data_dir = shared / 'tfds_digits'
+  data_dir.mkdir(exist_ok=True)
+  with open(shared / 'tfds_digits.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    # `digits` prepares itself on first use, offline, like in a real run.
+    data.get_dataset_info('digits', str(data_dir))
+    fcntl.flock(lock, fcntl.LOCK_UN)
+  return str(data_dir)

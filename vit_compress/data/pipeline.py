@@ -1,0 +1,335 @@
+"""Batches for a mesh: per-process tf.data pipelines -> global jax.Arrays.
+
+Each process reads its own shard of a split and builds its part of the batch;
+`jax.make_array_from_process_local_data` assembles the global batch, laid
+out with NamedSharding(mesh, P(batch_axes)) over the leading axis. The same
+code serves 1 device, many devices, and many processes: which shard a process
+reads is derived from the sharding itself (processes that hold the same rows
+read the same shard).
+
+Training streams are infinite and deterministic. Epoch e of a shard is that
+shard shuffled with a seed derived from (config.seed, shard, e); example p of
+epoch e gets the augmentation seed (seed, shard, e * n + p). Step k's batch
+therefore depends only on k, and `start_step=k` jumps there directly: it
+starts at epoch (k * B) // n and skips the rest *before* decoding or
+augmenting (cost: reading at most one epoch of raw records).
+
+Evaluation streams visit every example of the split exactly once, then pad
+to whole batches with zero examples whose 'mask' is 0 (real ones have 1), so
+sums weighted by 'mask' count each example once; every process yields the
+same number of batches.
+
+Batches: 'image', 'label' (int32), 'labels', 'tokens', ... whatever the pp
+string produced, minus strings and '_' keys, plus 'mask' (float32).
+"""
+import collections
+import math
+from typing import Dict, Iterator, Optional, Sequence, Tuple
+
+from absl import logging
+import jax
+import numpy as np
+import tensorflow as tf
+
+from vit_compress.data import preprocess
+from vit_compress.data import sources
+
+AUTOTUNE = tf.data.AUTOTUNE
+_FOREVER = 2**62
+MODEL_AXIS = 'model'   # never a batch axis by default (see sharding.py)
+
+
+# ------------------------------------------------------------------ sharding
+def default_mesh() -> jax.sharding.Mesh:
+  """All devices on one 'data' axis."""
+  return jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def batch_sharding(mesh: Optional[jax.sharding.Mesh] = None,
+                   batch_axes: Optional[Sequence[str]] = None
+                   ) -> jax.sharding.NamedSharding:
+  """NamedSharding splitting the leading (batch) axis over `batch_axes`.
+
+  batch_axes defaults to every mesh axis but 'model' (as in sharding.py):
+  the batch is replicated along the tensor-parallel axis.
+  """
+  mesh = mesh if mesh is not None else default_mesh()
+  if batch_axes is None:
+    batch_axes = [a for a in mesh.axis_names if a != MODEL_AXIS]
+  axes = tuple(batch_axes)
+  unknown = [a for a in axes if a not in mesh.axis_names]
+  if unknown:
+    raise ValueError(f'batch_axes {unknown} are not axes of the mesh '
+                     f'{mesh.axis_names}.')
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes))
+
+
+def data_shard(sharding: jax.sharding.Sharding,
+               global_batch: int) -> Tuple[int, int, int]:
+  """(shard_index, num_shards, local_batch) this process reads.
+
+  Processes whose devices hold the same rows of the global batch are
+  replicas and read the same shard.
+  """
+  rows = collections.defaultdict(set)
+  for device, index in sharding.devices_indices_map((global_batch,)).items():
+    rows[device.process_index].add(index[0].indices(global_batch)[:2])
+  groups = sorted({tuple(sorted(r)) for r in rows.values()})
+  mine = tuple(sorted(rows[jax.process_index()]))
+  local_batch = sum(stop - start for start, stop in mine)
+  if local_batch * len(groups) != global_batch:
+    raise ValueError(f'Cannot split a batch of {global_batch} evenly between '
+                     f'the processes of {sharding}.')
+  return groups.index(mine), len(groups), local_batch
+
+
+def check_batch_size(batch_size, sharding, name='config.batch_size') -> None:
+  """The global batch must split evenly over processes and batch devices."""
+  spec = sharding.spec[0] if sharding.spec else None
+  axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
+  devices = math.prod(sharding.mesh.shape[a] for a in axes)
+  processes = jax.process_count()
+  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f'{name} must be a positive integer, got '
+                     f'{batch_size!r}.')
+  for count, what in ((devices, f'{devices} devices along mesh axes {axes}'),
+                      (processes, f'{processes} processes')):
+    if batch_size % count:
+      fix = count * max(1, round(batch_size / count))
+      raise ValueError(f'{name}={batch_size} (the global batch) must be '
+                       f'divisible by the {what}; use e.g. {fix}.')
+
+
+# ---------------------------------------------------------- tf.data streams
+def pp_context(config, info: sources.DatasetInfo) -> Dict[str, object]:
+  """Defaults for pp-op arguments: dataset facts, LiT tokenizer settings."""
+  context = {'num_classes': info.num_classes,
+             'class_names': info.class_names or None,
+             'image_shape': info.image_shape}
+  model = config.get('model', None)
+  for key in ('max_len', 'tokenizer', 'tokenizer_model'):
+    context[key] = model.get(key, None) if model is not None else None
+  return context
+
+
+def _base_seed(seed: int, shard_index: int) -> int:
+  """One int64 per (seed, shard): distinct shards never share a stream."""
+  return (int(seed) * 1_000_003 + shard_index) % 2**62
+
+
+def _finalize(example, mask: float):
+  """Drop internal and string keys; int64 -> int32; add 'mask'."""
+  out = {}
+  for key, value in example.items():
+    if key.startswith('_') or value.dtype == tf.string:
+      continue
+    if value.dtype == tf.int64:
+      value = tf.cast(value, tf.int32)   # jax runs without 64-bit by default
+    elif value.dtype == tf.float64:
+      value = tf.cast(value, tf.float32)
+    out[key] = value
+  dropped = sorted(set(example) - set(out) - {preprocess.RNG_KEY})
+  if dropped:
+    logging.info('Not batched (strings or internal): %s', dropped)
+  out['mask'] = tf.constant(mask, tf.float32)
+  return out
+
+
+def _check_fixed_shapes(ds: tf.data.Dataset, pp_name: str) -> None:
+  for key, spec in ds.element_spec.items():
+    if not spec.shape.is_fully_defined():
+      raise ValueError(
+          f'{pp_name} gives {key!r} the shape {spec.shape}, which varies '
+          'between examples, so they cannot be batched. End the image ops '
+          'with a fixed size: resize(S), central_crop(S), random_crop(S) '
+          'or inception_crop(S).')
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True   # parallel maps keep the order
+  return options
+
+
+def _config_pp(config, key: str) -> str:
+  pp = config.get(key, None)
+  if not pp:
+    raise ValueError(f'config.{key} is missing: a preprocessing string such as'
+                     " 'decode|resize(8)|value_range(-1, 1)|onehot'.")
+  return pp
+
+
+def make_train_dataset(config, *, shard_index: int = 0, num_shards: int = 1,
+                       local_batch: Optional[int] = None, start_step: int = 0,
+                       source=None) -> tf.data.Dataset:
+  """This shard's infinite stream of local training batches from step k."""
+  source = source or sources.get_source(config.dataset,
+                                        config.get('data_dir', None))
+  local_batch = local_batch or config.batch_size // num_shards
+  pp = preprocess.build(_config_pp(config, 'pp_train'),
+                        **pp_context(config, source.info))
+  split = config.get('train_split', 'train')
+  raw, n = source.read(split, shard_index, num_shards)
+  if n == 0:
+    raise ValueError(f'Shard {shard_index}/{num_shards} of split {split!r} '
+                     f'of {config.dataset!r} is empty.')
+  if config.get('cache', False):
+    raw = raw.cache()
+  buffer = min(n, config.get('shuffle_buffer', 10_000) or 1)
+  if not isinstance(source, sources.TfdsSource):
+    buffer = n   # folder elements are file names: a full shuffle is cheap
+  base = _base_seed(config.get('seed', 0), shard_index)
+  first_epoch, offset = divmod(start_step * local_batch, n)
+
+  def one_epoch(epoch):
+    shuffle_seed = tf.random.stateless_uniform(
+        [], seed=tf.stack([tf.constant(base, tf.int64), -1 - epoch]),
+        minval=None, maxval=None, dtype=tf.int64)
+    return raw.shuffle(buffer, seed=shuffle_seed).enumerate().map(
+        lambda p, ex: {**ex, preprocess.RNG_KEY: tf.stack(
+            [tf.constant(base, tf.int64), epoch * n + p])})
+
+  ds = tf.data.Dataset.range(first_epoch, _FOREVER).flat_map(one_epoch)
+  ds = ds.skip(offset).map(lambda ex: _finalize(pp(source.load(ex)), 1.0),
+                           num_parallel_calls=AUTOTUNE)
+  _check_fixed_shapes(ds, 'config.pp_train')
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+  return ds.with_options(_options())
+
+
+def make_eval_dataset(config, *, split: Optional[str] = None,
+                      shard_index: int = 0, num_shards: int = 1,
+                      local_batch: Optional[int] = None, source=None
+                      ) -> Tuple[tf.data.Dataset, int]:
+  """This shard's local evaluation batches (one pass, padded) and their count."""
+  source = source or sources.get_source(config.dataset,
+                                        config.get('data_dir', None))
+  local_batch = local_batch or eval_batch_size(config) // num_shards
+  pp = preprocess.build(_config_pp(config, 'pp_eval'),
+                        **pp_context(config, source.info))
+  split = split or config.get('eval_split', None) or (
+      source.info.default_eval_split)
+  total = source.info.num_examples(split)
+  num_batches = -(-total // (local_batch * num_shards))
+  raw, n = source.read(split, shard_index, num_shards)
+  if total == 0 or n > num_batches * local_batch:
+    raise ValueError(f'Cannot evaluate split {split!r} of {config.dataset!r}: '
+                     f'{total} examples, {n} in shard {shard_index}.')
+  base = _base_seed(config.get('seed', 0), shard_index)
+  ds = raw.enumerate().map(lambda p, ex: {**ex, preprocess.RNG_KEY: tf.stack(
+      [tf.constant(base, tf.int64), p])})
+  ds = ds.map(lambda ex: _finalize(pp(source.load(ex)), 1.0),
+              num_parallel_calls=AUTOTUNE)
+  _check_fixed_shapes(ds, 'config.pp_eval')
+  padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
+      lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)).repeat()
+  ds = ds.concatenate(padding).take(num_batches * local_batch)
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(AUTOTUNE)
+  return ds.with_options(_options()), num_batches
+
+
+def eval_batch_size(config) -> int:
+  return config.get('eval_batch_size', None) or config.batch_size
+
+
+# ----------------------------------------------------------- global batches
+class BatchIterator:
+  """Yields dicts of global jax.Arrays; keeps `prefetch` batches on device.
+
+  Attributes: sharding, global_batch_size, num_batches (None = endless).
+  """
+
+  def __init__(self, ds: tf.data.Dataset, sharding, global_batch: int,
+               prefetch: int = 2, num_batches: Optional[int] = None):
+    self.sharding = sharding
+    self.global_batch_size = global_batch
+    self.num_batches = num_batches
+    self._prefetch = max(0, int(prefetch))
+    self._batches = self._generate(ds.as_numpy_iterator())
+
+  def _to_global(self, local: Dict[str, np.ndarray]) -> Dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(
+        self.sharding, v, (self.global_batch_size,) + v.shape[1:])
+            for k, v in local.items()}
+
+  def _generate(self, local_batches) -> Iterator[Dict[str, jax.Array]]:
+    queue = collections.deque()
+    for local in local_batches:
+      # Transfers are asynchronous: queued batches travel while we wait.
+      queue.append(self._to_global(local))
+      if len(queue) > self._prefetch:
+        yield queue.popleft()
+    while queue:
+      yield queue.popleft()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Dict[str, jax.Array]:
+    return next(self._batches)
+
+  def __len__(self) -> int:
+    if self.num_batches is None:
+      raise TypeError('A training iterator is endless.')
+    return self.num_batches
+
+
+def make_train_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
+                        start_step: int = 0,
+                        batch_axes: Optional[Sequence[str]] = None
+                        ) -> BatchIterator:
+  """Endless global training batches of config.batch_size, from start_step."""
+  sharding = batch_sharding(mesh, batch_axes)
+  check_batch_size(config.batch_size, sharding)
+  shard, num_shards, local_batch = data_shard(sharding, config.batch_size)
+  ds = make_train_dataset(config, shard_index=shard, num_shards=num_shards,
+                          local_batch=local_batch, start_step=start_step)
+  return BatchIterator(ds, sharding, config.batch_size,
+                       config.get('prefetch', 2))
+
+
+def make_eval_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
+                       split: Optional[str] = None,
+                       batch_axes: Optional[Sequence[str]] = None
+                       ) -> BatchIterator:
+  """One pass over `split` (default config.eval_split) with a 'mask'."""
+  batch = eval_batch_size(config)
+  sharding = batch_sharding(mesh, batch_axes)
+  check_batch_size(batch, sharding, 'config.eval_batch_size')
+  shard, num_shards, local_batch = data_shard(sharding, batch)
+  ds, num_batches = make_eval_dataset(
+      config, split=split, shard_index=shard, num_shards=num_shards,
+      local_batch=local_batch)
+  return BatchIterator(ds, sharding, batch, config.get('prefetch', 2),
+                       num_batches)
+
+
+def validate_config(config, mesh: Optional[jax.sharding.Mesh] = None,
+                    batch_axes: Optional[Sequence[str]] = None
+                    ) -> sources.DatasetInfo:
+  """Start-up checks of the data settings; returns the DatasetInfo.
+
+  Dataset known and prepared (or a folder that exists), splits valid, every
+  pp op known with valid arguments, batch sizes divisible by the processes
+  and by the devices the batch is split over. Reads no examples.
+  """
+  if not config.get('dataset', None):
+    raise ValueError("config.dataset is missing: e.g. 'digits', 'cifar10', "
+                     "'folder:/path/to/root'.")
+  source = sources.get_source(config.dataset, config.get('data_dir', None))
+  info = source.info
+  train_split = config.get('train_split', 'train')
+  eval_split = config.get('eval_split', None) or info.default_eval_split
+  for key, split in (('train_split', train_split), ('eval_split', eval_split)):
+    try:
+      info.num_examples(split)
+    except ValueError as e:
+      raise ValueError(f'config.{key}: {e}') from None
+  context = pp_context(config, info)
+  for key in ('pp_train', 'pp_eval'):
+    if config.get(key, None):
+      preprocess.build(config[key], **context)
+  sharding = batch_sharding(mesh, batch_axes)
+  check_batch_size(config.get('batch_size', None), sharding)
+  check_batch_size(eval_batch_size(config), sharding, 'config.eval_batch_size')
+  return info
