@@ -248,8 +248,10 @@ _register('LiT_L16Ti')(lambda: lit(
 @_register('LiT_Nano')
 def _lit_nano():
   image = _nano()
+  # As LiT-B16B_2: the image embedding is the tower's pre-logits (no image
+  # projection), so a locked, pretrained image tower is used as it is.
   return lit(image, 'text_transformer', _text_transformer(32, 2, 128, 2, 260),
-             (32, 32), 'bytes', max_len=16)
+             (None, 32), 'bytes', max_len=16)
 
 
 # ---------------------------------------------------------------- the table

@@ -1,0 +1,142 @@
+"""The experiment config: every key with its default, and start-up validation.
+
+`complete(config)` lays a user's config (a file under configs/, plus
+`--config.x=y` overrides) over `defaults()`. A key the defaults do not know is
+an error naming the closest valid keys, so a misspelling never silently falls
+back to a default. `validate` then checks what can be checked before any
+compile: the model, patch sizes against the image size, the loss, sections
+of the compression methods.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from vit_compress import losses
+from vit_compress import optim
+from vit_compress import sharding
+from vit_compress import zoo
+from vit_compress.config_sections import with_defaults
+from vit_compress.registry import unknown_name_message
+
+_MODES = ('train', 'eval', 'export', 'recipe')
+
+
+def teacher_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      # A saved model directory (its config comes with it), or a vit_jax /
+      # big_vision .npz with `model` naming its zoo architecture.
+      'checkpoint': config_dict.placeholder(str),
+      'model': config_dict.placeholder(str),
+      # Batch key holding the teacher's view: 'image' (the student's, same
+      # augmentation) or e.g. 'teacher_image' made by the pp string at the
+      # teacher's own resolution.
+      'image_key': 'image',
+  })
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """Every top-level key an experiment config may set."""
+  c = ml_collections.ConfigDict()
+  c.mode = 'train'
+  c.model = zoo.get('Nano_2')
+  c.init_from = config_dict.placeholder(str)   # .npz or saved model to start from
+  c.init_into = config_dict.placeholder(str)   # e.g. 'img': LiT's image tower
+  c.dataset = 'digits'
+  c.data_dir = config_dict.placeholder(str)
+  c.train_split = 'train'
+  c.eval_split = config_dict.placeholder(str)  # default: the dataset's test split
+  c.pp_train = 'decode|resize(8)|to_rgb|value_range(-1, 1)|onehot'
+  c.pp_eval = 'decode|resize(8)|to_rgb|value_range(-1, 1)|onehot'
+  c.batch_size = 64
+  c.eval_batch_size = config_dict.placeholder(int)
+  c.shuffle_buffer = 10_000
+  c.prefetch = 2
+  c.cache = True
+  c.seed = 0
+  c.total_steps = 1000
+  c.log_every = 50
+  c.eval_every = 250
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2
+  c.best_metric = 'accuracy'
+  c.loss = 'softmax_xent'
+  c.optim = optim.default_optim_config()
+  c.schedule = optim.default_schedule_config()
+  c.distill = losses.default_distill_config()
+  c.teacher = teacher_defaults()
+  c.prune = _section_defaults('vit_compress.compress.pruning')
+  c.quant = _section_defaults('vit_compress.compress.quantize')
+  c.mesh = (('data', -1),)
+  c.sharding_rules = 'replicated'
+  c.distributed = sharding.default_distributed_config()
+  c.lit = ml_collections.ConfigDict({
+      'templates': 'default',   # zero-shot prompt templates (data.captions)
+  })
+  c.recipe = ml_collections.ConfigDict()  # stages of configs/quickstart.py
+  return c
+
+
+def _section_defaults(module_name: str) -> ml_collections.ConfigDict:
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module(module_name).default_config()
+
+
+def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The user's config over the defaults; unknown keys are errors."""
+  base = defaults()
+  known = set(base.keys())
+  for key in config.keys():
+    if key not in known:
+      raise ValueError(unknown_name_message('config key', key, known) +
+                       ' (Is it misspelled, or in the wrong section?)')
+  out = ml_collections.ConfigDict(type_safe=False)
+  for key in base.keys():
+    value = config.get(key, base[key]) if key in config else base[key]
+    if key in ('optim', 'schedule', 'distill', 'teacher', 'prune', 'quant',
+               'distributed', 'lit'):
+      value = with_defaults(value, base[key], f'config.{key}')
+    out[key] = value
+  if isinstance(out.model, str):
+    out.model = zoo.get(out.model)
+  return out
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks that need no data and no compile; messages name the key."""
+  if config.mode not in _MODES:
+    raise ValueError(unknown_name_message('config.mode', config.mode, _MODES))
+  model = config.model
+  if model.family != 'lit' and model.get('patches'):
+    _check_patches(model, 'config.model')
+  elif model.family == 'lit':
+    _check_patches(model.image, 'config.model.image')
+  losses.LOSSES.get(config.loss)
+  if losses.needs_teacher(config) and not config.teacher.checkpoint:
+    raise ValueError(f"config.loss='{config.loss}' distils from a teacher: set "
+                     'config.teacher.checkpoint (a saved model directory, or an '
+                     '.npz with config.teacher.model).')
+  if config.loss == 'deit' and not model.get('distill_token'):
+    raise ValueError("config.loss='deit' needs a distillation token: set "
+                     'config.model.distill_token=True.')
+  for key in ('total_steps', 'batch_size', 'log_every', 'eval_every',
+              'checkpoint_every'):
+    if not isinstance(config[key], int) or config[key] <= 0:
+      raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
+  accum = config.optim.accum_steps
+  if not isinstance(accum, int) or accum < 1 or config.batch_size % accum:
+    raise ValueError(f'config.optim.accum_steps={accum!r} must be a positive '
+                     f'integer dividing config.batch_size={config.batch_size}.')
+
+
+def _check_patches(model, where: str) -> None:
+  """The patch grid must tile the image (after a hybrid stem's downsampling)."""
+  size = model.image_size
+  stride = 1
+  if model.get('resnet') is not None:
+    stride = 4 * 2 ** max(len(model.resnet.num_layers) - 1, 0)
+  patch = model.patches.size[0]
+  if size % stride or (size // stride) % patch:
+    raise ValueError(
+        f'{where}.patches.size={tuple(model.patches.size)} does not divide '
+        f'{where}.image_size={size}' +
+        (f' after the ResNet stem downsamples it {stride}x' if stride > 1 else '') +
+        f'; choose an image size that is a multiple of {patch * stride}.')

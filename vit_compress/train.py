@@ -1,0 +1,476 @@
+"""The training loop: one jitted step with shardings, for every method.
+
+    metrics = train.train_and_evaluate(config, workdir)
+
+The step is `loss = losses.compute(config, student, batch, teacher=...)` on
+model-output dicts, so distillation only adds a teacher's outputs, pruning
+only masks (from the train state) around the same step, and QAT only swaps
+the module. The state is created already sharded (eval_shape, then a jit of
+the initialiser with out_shardings), the step is jitted with input/output
+shardings and donates the state. Randomness is `fold_in(seed, step)`, and the
+data iterator starts at the restored step, so a resumed run is bit-identical
+to an uninterrupted one.
+"""
+import dataclasses
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vit_compress import checkpoint
+from vit_compress import data
+from vit_compress import experiment
+from vit_compress import losses
+from vit_compress import models
+from vit_compress import optim
+from vit_compress import sharding
+from vit_compress import workdir as workdir_lib
+from vit_compress.compress import pruning
+
+PyTree = Any
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------- the model
+def model_inputs(model_config, batch, image_key: str = 'image') -> Dict[str, Any]:
+  if model_config.family == 'lit':
+    return {'images': batch[image_key], 'tokens': batch['tokens']}
+  return {'images': batch[image_key]}
+
+
+def model_outputs(module, model_config, params, batch, *, train: bool,
+                  rng: Optional[jax.Array] = None, capture=(),
+                  image_key: str = 'image') -> Dict[str, Any]:
+  """The model's outputs as the dict every loss reads.
+
+  'logits' (+ 'dist_logits' for a DeiT token while training), LiT's 'zimg',
+  'ztxt', 't', 'logits', and 'intermediates' {module path: output} for the
+  module paths in `capture` (e.g. 'Transformer/encoderblock_3').
+  """
+  kwargs = dict(train=train)
+  if rng is not None:
+    kwargs['rngs'] = {'dropout': rng}
+  inputs = model_inputs(model_config, batch, image_key)
+  if capture:
+    wanted = set(capture)
+    raw, state = module.apply(
+        {'params': params}, **inputs, **kwargs, mutable=['intermediates'],
+        capture_intermediates=lambda m, _: '/'.join(m.scope.path) in wanted)
+    intermediates = {}
+    for name in capture:
+      node = state['intermediates']
+      for part in name.split('/'):
+        node = node[part]
+      value = node['__call__'][0]
+      intermediates[name] = value[0] if isinstance(value, tuple) else value
+  else:
+    raw, intermediates = module.apply({'params': params}, **inputs, **kwargs), None
+  if isinstance(raw, dict):
+    out = dict(raw)
+  elif isinstance(raw, tuple):
+    out = {'logits': raw[0], 'dist_logits': raw[1]}
+  else:
+    out = {'logits': raw}
+  if intermediates is not None:
+    out['intermediates'] = intermediates
+  return out
+
+
+@dataclasses.dataclass
+class Teacher:
+  module: Any
+  config: ml_collections.ConfigDict
+  params: PyTree
+  image_key: str
+
+
+def load_teacher(config, mesh) -> Optional[Teacher]:
+  """The teacher of a distillation loss, restored with its own model config."""
+  if not losses.needs_teacher(config):
+    return None
+  tc = config.teacher
+  if checkpoint.is_saved_model(tc.checkpoint):
+    model_config, params = checkpoint.load_model(tc.checkpoint)
+  else:
+    if not tc.model:
+      raise ValueError(f'config.teacher.checkpoint={tc.checkpoint!r} is not a saved '
+                       'model directory; for an .npz also set config.teacher.model '
+                       '(a zoo name, e.g. B_16).')
+    from vit_compress import zoo  # pylint: disable=g-import-not-at-top
+    model_config = zoo.get(tc.model)
+    model_config.num_classes = config.model.num_classes
+    model_config.image_size = config.model.image_size
+    params = checkpoint.load_npz(tc.checkpoint, model_config)
+  rules = config.sharding_rules
+  params = jax.device_put(params, sharding.param_shardings(params, mesh, rules))
+  logging.info('Teacher %s: %d parameters from %s.', model_config.get('name'),
+               models.count_params(params), tc.checkpoint)
+  return Teacher(models.build(model_config), model_config, params, tc.image_key)
+
+
+# ---------------------------------------------------------------- the state
+def _capture_names(config):
+  pairs = losses.feature_pairs(config) if config.loss == 'feature' else ()
+  return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+def make_init_fn(config, module, teacher: Optional[Teacher], tx, loss_tx,
+                 example_batch) -> Callable[[jax.Array], PyTree]:
+  """rng -> initial train state (pure, so it can be eval_shape'd and jitted)."""
+  prune_cfg = config.prune
+  student_capture, teacher_capture = _capture_names(config)
+
+  def init(rng):
+    params_rng, loss_rng = jax.random.split(rng)
+    inputs = model_inputs(config.model, example_batch)
+    params = module.init(params_rng, **inputs)['params']
+    state = {'step': jnp.zeros((), jnp.int32), 'params': params,
+             'opt_state': tx.init(params)}
+    student = model_outputs(module, config.model, params, example_batch,
+                            train=False, capture=student_capture)
+    teacher_out = None
+    if teacher is not None:
+      teacher_out = model_outputs(teacher.module, teacher.config, teacher.params,
+                                  example_batch, train=False,
+                                  capture=teacher_capture,
+                                  image_key=teacher.image_key)
+    loss_params = losses.init_loss_params(config, loss_rng, student, teacher_out)
+    if loss_params:
+      state['loss_params'] = loss_params
+      state['loss_opt_state'] = loss_tx.init(loss_params)
+    if prune_cfg.method != 'none':
+      state['masks'] = pruning.init_masks(params, prune_cfg)
+      if prune_cfg.criterion == 'taylor':
+        state['scores'] = pruning.init_scores(params, prune_cfg)
+    return state
+
+  return init
+
+
+def _loss_optimizer(config):
+  """The student's optimiser without its path regexes, for loss parameters."""
+  loss_config = ml_collections.ConfigDict(config.to_dict())
+  loss_config.optim.frozen = None
+  loss_config.optim.lr_mults = ()
+  loss_config.optim.weight_decay = 0.0
+  return optim.make_optimizer(loss_config)[0]
+
+
+# ---------------------------------------------------------------- the step
+def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
+                    schedule):
+  """(state, batch, teacher_params) -> (state, metrics); pure and jittable."""
+  accum = config.optim.accum_steps
+  prune_cfg = config.prune
+  pruned = prune_cfg.method != 'none'
+  student_capture, teacher_capture = _capture_names(config)
+  base_rng = jax.random.key(config.seed)
+
+  def loss_fn(trainable, batch, rng, teacher_params):
+    params, loss_params = trainable
+    student = model_outputs(module, config.model, params, batch, train=True,
+                            rng=rng, capture=student_capture)
+    teacher_out = None
+    if teacher is not None:
+      teacher_out = model_outputs(teacher.module, teacher.config, teacher_params,
+                                  batch, train=False, capture=teacher_capture,
+                                  image_key=teacher.image_key)
+      teacher_out = jax.lax.stop_gradient(teacher_out)
+    return losses.compute(config, student, batch, teacher=teacher_out,
+                          loss_params=loss_params)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def step_fn(state, batch, teacher_params):
+    step = state['step']
+    rng = jax.random.fold_in(base_rng, step)
+    params = state['params']
+    if pruned:  # the forward pass only ever sees pruned weights as zeros
+      params = pruning.apply_masks(params, state['masks'])
+    trainable = (params, state.get('loss_params', {}))
+
+    if accum == 1:
+      (loss, metrics), grads = grad_fn(trainable, batch, rng, teacher_params)
+    else:
+      # Equal micro-batches: the mean of their mean gradients is the big
+      # batch's mean gradient, so the update equals one step on all of it.
+      micro = jax.tree.map(
+          lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
+
+      def body(carry, xs):
+        i, microbatch = xs
+        out, g = grad_fn(trainable, microbatch, jax.random.fold_in(rng, i),
+                         teacher_params)
+        return jax.tree.map(jnp.add, carry, (out, g)), None
+
+      zeros = jax.eval_shape(grad_fn, trainable, jax.tree.map(lambda x: x[0], micro),
+                             rng, teacher_params)
+      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+      total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+      (loss, metrics), grads = jax.tree.map(lambda x: x / accum, total)
+
+    grads, loss_grads = grads
+    new_state = dict(state)
+    updates, new_state['opt_state'] = tx.update(grads, state['opt_state'], params)
+    if pruned:
+      updates = pruning.mask_updates(updates, state['masks'])
+    new_params = optax.apply_updates(params, updates)
+    if 'loss_params' in state:
+      loss_updates, new_state['loss_opt_state'] = loss_tx.update(
+          loss_grads, state['loss_opt_state'], state['loss_params'])
+      new_state['loss_params'] = optax.apply_updates(state['loss_params'],
+                                                     loss_updates)
+    if pruned:
+      scores = state.get('scores')
+      if scores is not None:
+        scores = new_state['scores'] = pruning.accumulate_taylor(scores, params, grads)
+      new_state['masks'] = pruning.update_masks(new_params, state['masks'],
+                                                step + 1, prune_cfg, scores)
+      new_params = pruning.apply_masks(new_params, new_state['masks'])
+    new_state['params'] = new_params
+    new_state['step'] = step + 1
+    metrics = dict(metrics, loss=loss, learning_rate=schedule(step),
+                   grad_norm=optax.global_norm(grads))
+    return new_state, metrics
+
+  return step_fn
+
+
+def make_eval_step(config, module):
+  """(params, masks, batch) -> sums of correct predictions, loss and examples."""
+  def eval_step(params, batch):
+    out = model_outputs(module, config.model, params, batch, train=False)
+    mask = batch['mask']
+    logits = out['logits']
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+    labels = jax.nn.one_hot(batch['label'], logits.shape[-1])
+    xent = -jnp.sum(labels * jax.nn.log_softmax(logits), axis=-1)
+    return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(xent * mask),
+            'count': jnp.sum(mask)}
+  return eval_step
+
+
+def evaluate(config, mesh, eval_step, params) -> Dict[str, float]:
+  """Exact top-1 and loss over the whole eval split (padding masked out)."""
+  totals = None
+  for batch in data.make_eval_iterator(config, mesh):
+    sums = eval_step(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals['count'])
+  return {'accuracy': float(totals['correct']) / count,
+          'loss': float(totals['loss']) / count, 'examples': count}
+
+
+# ---------------------------------------------------------------- the loop
+class _Preemption:
+  """SIGTERM (a preempted VM, a cluster scheduler) asks the loop to save and stop."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    logging.warning('SIGTERM received: saving a checkpoint, then stopping.')
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Completes and validates a config; fills the class count from the data."""
+  config = experiment.complete(config)
+  experiment.validate(config)
+  return config
+
+
+def _check_finite(pending, last_good_step: int):
+  """Raises on the first non-finite loss among the steps run since the last check."""
+  if not pending:
+    return
+  values = jax.device_get([loss for _, loss in pending])
+  for (step, _), value in zip(pending, values):
+    if not np.isfinite(value):
+      raise NonFiniteLossError(
+          f'The loss is {value} at step {step}. Training stopped; the last good '
+          f'checkpoint (step {last_good_step}) is kept. Lower the learning rate '
+          '(config.schedule.base_lr), enable clipping (config.optim.grad_clip_norm) '
+          'or check the data.')
+  pending.clear()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> Dict[str, float]:
+  """Trains (resuming from the workdir's latest checkpoint) and evaluates."""
+  sharding.initialize_distributed(config)
+  config = prepare(config)
+  mesh = sharding.make_mesh(config.mesh)
+  info = data.validate_config(config, mesh)
+  if config.model.family != 'lit' and config.model.num_classes != info.num_classes:
+    logging.info('config.model.num_classes=%s -> %d (from %s).',
+                 config.model.num_classes, info.num_classes, config.dataset)
+    config.model.num_classes = info.num_classes
+
+  module = models.build(config.model)
+  teacher = load_teacher(config, mesh)
+  tx, schedule = optim.make_optimizer(config)
+  loss_tx = _loss_optimizer(config)
+  train_iter_first = data.make_train_iterator(config, mesh, start_step=0)
+  example = jax.tree.map(lambda x: jnp.zeros((1,) + x.shape[1:], x.dtype),
+                         next(train_iter_first))
+  del train_iter_first
+  _check_image_size(config, example)
+
+  init_fn = make_init_fn(config, module, teacher, tx, loss_tx, example)
+  abstract = jax.eval_shape(init_fn, jax.random.key(config.seed))
+  state_shardings = sharding.param_shardings(abstract, mesh, config.sharding_rules)
+  workdir_lib.check_identity(workdir, config.model, abstract['params'])
+  manager = workdir_lib.make_manager(workdir, config.keep_checkpoints,
+                                     config.best_metric)
+  state, _ = workdir_lib.restore_latest(manager, jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      abstract, state_shardings))
+  if state is None:
+    state = jax.jit(init_fn, out_shardings=state_shardings)(
+        jax.random.key(config.seed))
+    if config.init_from:
+      state = _init_from_checkpoint(config, state, state_shardings)
+  start_step = int(jax.device_get(state['step']))
+
+  batch_sharding = data.batch_sharding(mesh)
+  teacher_params = teacher.params if teacher else {}
+  teacher_shardings = jax.tree.map(lambda x: x.sharding, teacher_params)
+  step_fn = jax.jit(
+      make_train_step(config, module, teacher, tx, loss_tx, schedule),
+      in_shardings=(state_shardings, batch_sharding, teacher_shardings),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  eval_step = jax.jit(make_eval_step(config, module))
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(_flat_hparams(config))
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=config.total_steps, writer=writer,
+      every_steps=config.log_every)
+  meta = {'model': config.model.name, 'dataset': config.dataset}
+  eval_metrics: Dict[str, float] = {}
+  last_saved = start_step
+  pending = []  # (step, device loss) not yet checked for NaN/Inf
+  train_iter = data.make_train_iterator(config, mesh, start_step=start_step)
+  logging.info('Training %s on %s from step %d to %d.', config.model.name,
+               config.dataset, start_step, config.total_steps)
+  window_start, window_steps = time.time(), 0
+
+  with _Preemption() as preemption:
+    for step in range(start_step + 1, config.total_steps + 1):
+      batch = next(train_iter)
+      state, metrics = step_fn(state, batch, teacher_params)
+      pending.append((step, metrics['loss']))
+      progress(step)
+      window_steps += 1
+      is_last = step == config.total_steps
+      if step % config.log_every == 0 or is_last:
+        _check_finite(pending, last_saved)
+        seconds = time.time() - window_start
+        scalars = {f'train/{k}': float(v) for k, v in jax.device_get(metrics).items()}
+        scalars['train/img_per_s'] = window_steps * config.batch_size / seconds
+        writer.write_scalars(step, scalars)
+        window_start, window_steps = time.time(), 0
+      save_metrics = None
+      if (step % config.eval_every == 0 or is_last) and config.model.family != 'lit':
+        eval_metrics = evaluate(config, mesh, eval_step, _eval_params(state))
+        writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
+        logging.info('Step %d: eval accuracy %.4f over %d examples.', step,
+                     eval_metrics['accuracy'], eval_metrics['examples'])
+        save_metrics = {'accuracy': eval_metrics['accuracy']}
+      if step % config.checkpoint_every == 0 or is_last or preemption.requested:
+        _check_finite(pending, last_saved)
+        workdir_lib.save(manager, step, state, dict(meta, step=step),
+                         metrics=save_metrics, force=True)
+        last_saved = step
+      if preemption.requested:
+        manager.wait_until_finished()
+        logging.warning('Stopped at step %d after SIGTERM; rerun to resume.', step)
+        break
+  manager.wait_until_finished()
+  writer.flush()
+  if jax.process_index() == 0 and int(jax.device_get(state['step'])) == config.total_steps:
+    _save_final_model(config, workdir, state, eval_metrics)
+  return dict(eval_metrics, step=int(jax.device_get(state['step'])))
+
+
+def _eval_params(state):
+  params = state['params']
+  if 'masks' in state:
+    params = pruning.apply_masks(params, state['masks'])
+  return params
+
+
+def _save_final_model(config, workdir, state, eval_metrics):
+  """The trained model as an artifact with its config: what later stages read."""
+  import os  # pylint: disable=g-import-not-at-top
+  params = jax.device_get(_eval_params(state))
+  extra = {'eval': eval_metrics, 'dataset': config.dataset,
+           'steps': config.total_steps}
+  if 'masks' in state:
+    extra['sparsity'] = pruning.sparsity(jax.device_get(state['masks']), params)
+  checkpoint.save_model(os.path.join(workdir, 'model'), params, config.model,
+                        extra=extra, overwrite=True)
+
+
+def _init_from_checkpoint(config, state, state_shardings):
+  """Starts the student from a pretrained checkpoint (posemb resized, head reset)."""
+  params = jax.device_get(state['params'])
+  loaded = checkpoint.load_pretrained(config.init_from, config.model, params,
+                                      into=config.init_into)
+  state = dict(state)
+  state['params'] = jax.device_put(loaded, state_shardings['params'])
+  logging.info('Initialised from %s.', config.init_from)
+  return state
+
+
+def _check_image_size(config, example):
+  size = config.model.image_size
+  image = example['image']
+  if image.shape[1] != size or image.shape[2] != size:
+    raise ValueError(
+        f'The pp string makes {image.shape[1]}x{image.shape[2]} images but '
+        f'config.model.image_size is {size}: make them agree (e.g. resize({size}) '
+        'in config.pp_train and config.pp_eval).')
+  if image.shape[-1] != 3:
+    raise ValueError(f'Images have {image.shape[-1]} channels; the models take 3: '
+                     'add to_rgb to the pp strings.')
+
+
+def _flat_hparams(config) -> Dict[str, Any]:
+  flat = {}
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      if isinstance(v, (dict, ml_collections.ConfigDict)):
+        walk(f'{prefix}{k}.', v)
+      elif isinstance(v, (int, float, str, bool)):
+        flat[f'{prefix}{k}'] = v
+  walk('', config)
+  return flat
