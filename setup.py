@@ -28,6 +28,7 @@ setuptools.setup(
         'matplotlib>=3.9,<4',
         'sentencepiece>=0.2,<0.3',
         'pillow>=10',
+        'importlib_resources>=6',  # TFDS prepares packaged builders with it
         'tensorboard>=2.18,<3',  # clu's metric writers (event files)
     ],
     extras_require={

@@ -14,6 +14,7 @@ from vit_compress import losses
 from vit_compress import optim
 from vit_compress import sharding
 from vit_compress import zoo
+from vit_compress.compress import pruning
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
 
@@ -63,7 +64,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.schedule = optim.default_schedule_config()
   c.distill = losses.default_distill_config()
   c.teacher = teacher_defaults()
-  c.prune = _section_defaults('vit_compress.compress.pruning')
+  c.prune = pruning.default_config()
   c.quant = _section_defaults('vit_compress.compress.quantize')
   c.mesh = (('data', -1),)
   c.sharding_rules = 'replicated'
@@ -121,6 +122,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'checkpoint_every'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
+  pruning.validate(config.prune)
   accum = config.optim.accum_steps
   if not isinstance(accum, int) or accum < 1 or config.batch_size % accum:
     raise ValueError(f'config.optim.accum_steps={accum!r} must be a positive '

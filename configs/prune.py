@@ -1,0 +1,91 @@
+r"""Structured pruning during fine-tuning, then a physical shrink.
+
+    get_config('S_16') (accelerator) or get_config('Micro_2,digits') (CPU).
+
+Heads and MLP neurons are ranked by magnitude (or first-order Taylor,
+`--config.prune.criterion=taylor`) and removed gradually (cubic schedule)
+while the model keeps training, optionally distilling from a teacher
+(`--config.loss=kd --config.teacher.checkpoint=...`). Masks live in the train
+state, so pruned weights stay exactly zero and a resumed run continues the
+schedule. At the end the trained model (workdir/model) is masked; shrink it
+into a smaller dense model that reloads from its own config:
+
+    python -m vit_compress.compress.shrink --model=WORKDIR/model --out=WORKDIR/shrunk
+
+Accelerator, S/16 from its AugReg ImageNet checkpoint, half of the heads and
+neurons removed over 20k steps with a B/16 teacher:
+
+    python -m vit_compress.main --config=configs/prune.py:S_16 --workdir=/tmp/prune_s16
+
+  Aim: NViT-style structured pruning keeps accuracy within ~1 point at a
+  measured ~1.9x speed-up (NViT from DeiT-B: 83.29 % at 1.86x).
+
+CPU, on digits, from a trained Micro_2 (see configs/augreg.py):
+
+    python -m vit_compress.main --config=configs/prune.py:Micro_2,digits \
+        --workdir=/tmp/digits_pruned --config.init_from=/tmp/digits_micro/model
+"""
+import ml_collections
+
+from vit_compress import experiment
+from vit_compress import zoo
+
+_S16_IMAGENET = ('gs://vit_models/augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-'
+                 'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz')
+_B16_IMAGENET = ('gs://vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-'
+                 'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz')
+
+
+def get_config(arg: str = 'S_16') -> ml_collections.ConfigDict:
+  name, _, variant = arg.partition(',')
+  config = experiment.defaults()
+  config.model = zoo.get(name)
+  config.prune.method = 'heads_and_neurons'
+  config.prune.criterion = 'magnitude'
+  config.prune.sparsity = 0.5
+  config.prune.schedule = 'gradual'
+  config.prune.frequency = 10
+  config.optim.name = 'adamw'
+
+  if variant == 'digits':
+    pp = 'decode|to_rgb|value_range(-1, 1)|onehot'
+    config.dataset = 'digits'
+    config.model.image_size = 8
+    config.pp_train = pp
+    config.pp_eval = pp
+    config.batch_size = 64
+    config.total_steps = 300
+    config.prune.begin_step = 0
+    config.prune.end_step = 200    # 100 steps of recovery at the final sparsity
+    config.schedule.base_lr = 0.001
+    config.schedule.warmup_steps = 10
+    config.log_every = 50
+    config.eval_every = 300
+    config.checkpoint_every = 300
+    return config
+  if variant:
+    raise ValueError(f"Unknown variant {variant!r}; the only one is ',digits'.")
+
+  config.init_from = _S16_IMAGENET
+  config.loss = 'kd'
+  config.teacher.model = 'B_16'
+  config.teacher.checkpoint = _B16_IMAGENET
+  config.dataset = 'imagenet2012'
+  config.train_split = 'train[:99%]'
+  config.eval_split = 'validation'
+  config.model.image_size = 384
+  config.pp_train = ('decode|inception_crop(384)|flip_lr|to_rgb|value_range(-1, 1)|'
+                     'onehot')
+  config.pp_eval = ('decode|resize_small(438)|central_crop(384)|to_rgb|'
+                    'value_range(-1, 1)|onehot')
+  config.batch_size = 512
+  config.total_steps = 30_000
+  config.prune.begin_step = 1_000
+  config.prune.end_step = 20_000
+  config.prune.frequency = 500
+  config.schedule.base_lr = 1e-4
+  config.schedule.warmup_steps = 1_000
+  config.log_every = 100
+  config.eval_every = 2_000
+  config.checkpoint_every = 2_000
+  return config
