@@ -12,6 +12,7 @@ data iterator starts at the restored step, so a resumed run is bit-identical
 to an uninterrupted one.
 """
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -262,6 +264,18 @@ def make_eval_step(config, module):
   return eval_step
 
 
+def evaluate_zero_shot(config, mesh, module, params, info) -> Dict[str, float]:
+  """LiT: zero-shot top-1 over the eval split, prompts from the class names."""
+  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  m = config.model
+  tokenizer = data.get_tokenizer(m.tokenizer, m.max_len, m.get('tokenizer_model'))
+  result = eval_lib.zero_shot_accuracy(
+      module, params, data.make_eval_iterator(config, mesh),
+      class_names=info.class_names, templates=config.lit.templates,
+      tokenize_fn=tokenizer, top_k=(1,))
+  return {'accuracy': result['top1'] / 100, 'examples': result['count']}
+
+
 def evaluate(config, mesh, eval_step, params) -> Dict[str, float]:
   """Exact top-1 and loss over the whole eval split (padding masked out)."""
   totals = None
@@ -364,7 +378,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       in_shardings=(state_shardings, batch_sharding, teacher_shardings),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(config, module))
+  if config.model.family == 'lit':  # zero-shot: prompts from the class names
+    run_eval = functools.partial(evaluate_zero_shot, config, mesh, module, info=info)
+  else:
+    run_eval = functools.partial(evaluate, config, mesh,
+                                 jax.jit(make_eval_step(config, module)))
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
@@ -375,6 +393,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       every_steps=config.log_every)
   meta = {'model': config.model.name, 'dataset': config.dataset}
   eval_metrics: Dict[str, float] = {}
+  train_scalars: Dict[str, float] = {}   # the last logged ones
   last_saved = start_step
   pending = []  # (step, device loss) not yet checked for NaN/Inf
   train_iter = data.make_train_iterator(config, mesh, start_step=start_step)
@@ -396,10 +415,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         scalars = {f'train/{k}': float(v) for k, v in jax.device_get(metrics).items()}
         scalars['train/img_per_s'] = window_steps * config.batch_size / seconds
         writer.write_scalars(step, scalars)
+        train_scalars = scalars
         window_start, window_steps = time.time(), 0
       save_metrics = None
-      if (step % config.eval_every == 0 or is_last) and config.model.family != 'lit':
-        eval_metrics = evaluate(config, mesh, eval_step, _eval_params(state))
+      if step % config.eval_every == 0 or is_last:
+        eval_metrics = run_eval(_eval_params(state))
         writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
         logging.info('Step %d: eval accuracy %.4f over %d examples.', step,
                      eval_metrics['accuracy'], eval_metrics['examples'])
@@ -415,9 +435,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         break
   manager.wait_until_finished()
   writer.flush()
-  if jax.process_index() == 0 and int(jax.device_get(state['step'])) == config.total_steps:
+  final_step = int(jax.device_get(state['step']))
+  if final_step == config.total_steps:  # on every process: saving is collective
     _save_final_model(config, workdir, state, eval_metrics)
-  return dict(eval_metrics, step=int(jax.device_get(state['step'])))
+  result = dict(eval_metrics, step=final_step)
+  if 'train/loss' in train_scalars:
+    result['train_loss'] = train_scalars['train/loss']
+  return result
 
 
 def _eval_params(state):
@@ -430,18 +454,30 @@ def _eval_params(state):
 def _save_final_model(config, workdir, state, eval_metrics):
   """The trained model as an artifact with its config: what later stages read."""
   import os  # pylint: disable=g-import-not-at-top
-  params = jax.device_get(_eval_params(state))
+  # Global arrays, possibly split between processes: orbax writes each
+  # process's shards, process 0 the JSON files.
+  params = _eval_params(state)
   extra = {'eval': eval_metrics, 'dataset': config.dataset,
            'steps': config.total_steps}
   if 'masks' in state:
-    extra['sparsity'] = pruning.sparsity(jax.device_get(state['masks']), params)
+    extra['sparsity'] = pruning.sparsity(
+        _to_host(state['masks']), params)
   checkpoint.save_model(os.path.join(workdir, 'model'), params, config.model,
                         extra=extra, overwrite=True)
 
 
+def _to_host(tree):
+  """Numpy copies of (possibly multi-process, sharded) arrays, on every process."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x)  # gathers the global value
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(fetch, tree)
+
+
 def _init_from_checkpoint(config, state, state_shardings):
   """Starts the student from a pretrained checkpoint (posemb resized, head reset)."""
-  params = jax.device_get(state['params'])
+  params = _to_host(state['params'])  # on every process
   loaded = checkpoint.load_pretrained(config.init_from, config.model, params,
                                       into=config.init_into)
   state = dict(state)
