@@ -69,9 +69,13 @@ def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
   config.dataset = 'imagenet2012'
   config.train_split = 'train[:99%]'
   config.eval_split = 'validation'
-  config.model.image_size = 384
-  config.pp_train = _pp(384, train=True)
-  config.pp_eval = _pp(384, train=False)
+  # 384 px, or the nearest size the patch grid tiles (H/14: 392 = 28 x 14).
+  res = 384
+  patch = config.model.patches.size[0] if 'patches' in config.model else 16
+  res = round(res / patch) * patch
+  config.model.image_size = res
+  config.pp_train = _pp(res, train=True)
+  config.pp_eval = _pp(res, train=False)
   config.batch_size = 512
   config.eval_batch_size = 512
   config.total_steps = 20_000

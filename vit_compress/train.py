@@ -199,8 +199,11 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
     step = state['step']
     rng = jax.random.fold_in(base_rng, step)
     params = state['params']
-    if pruned:  # the forward pass only ever sees pruned weights as zeros
-      params = pruning.apply_masks(params, state['masks'])
+    masks = None
+    if pruned:  # masks first (at this step), so the forward sees pruned zeros
+      masks = pruning.update_masks(params, state['masks'], step, prune_cfg,
+                                   state.get('scores'))
+      params = pruning.apply_masks(params, masks)
     trainable = (params, state.get('loss_params', {}))
 
     if accum == 1:
@@ -226,8 +229,8 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
     grads, loss_grads = grads
     new_state = dict(state)
     updates, new_state['opt_state'] = tx.update(grads, state['opt_state'], params)
-    if pruned:
-      updates = pruning.mask_updates(updates, state['masks'])
+    if pruned:  # zero updates for pruned weights: they stay exactly zero
+      updates = pruning.mask_updates(updates, masks)
     new_params = optax.apply_updates(params, updates)
     if 'loss_params' in state:
       loss_updates, new_state['loss_opt_state'] = loss_tx.update(
@@ -235,12 +238,10 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
       new_state['loss_params'] = optax.apply_updates(state['loss_params'],
                                                      loss_updates)
     if pruned:
-      scores = state.get('scores')
-      if scores is not None:
-        scores = new_state['scores'] = pruning.accumulate_taylor(scores, params, grads)
-      new_state['masks'] = pruning.update_masks(new_params, state['masks'],
-                                                step + 1, prune_cfg, scores)
-      new_params = pruning.apply_masks(new_params, new_state['masks'])
+      new_state['masks'] = masks
+      if 'scores' in state:  # first-order Taylor importance, |w * g| summed
+        new_state['scores'] = pruning.accumulate_taylor(state['scores'], params,
+                                                        grads)
     new_state['params'] = new_params
     new_state['step'] = step + 1
     metrics = dict(metrics, loss=loss, learning_rate=schedule(step),
