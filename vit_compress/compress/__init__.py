@@ -1,0 +1,1 @@
+"""Compression transforms on parameters: pruning, shrink, quantization, low-rank."""
