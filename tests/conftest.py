@@ -1,8 +1,16 @@
-"""Shared fixtures: the `digits` dataset built once per test session."""
+"""Shared fixtures: the `digits` dataset built once per test session; a compile cache."""
 import fcntl
 import os
+import tempfile
 
 import pytest
+
+# Many tests (and the subprocesses they start, which inherit the environment)
+# compile the same tiny train steps: XLA's persistent cache compiles each once
+# per machine instead of once per test, which is most of a tiny run's time.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'vit_compress_jax_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
 
 @pytest.fixture(scope='session')

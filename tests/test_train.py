@@ -136,3 +136,29 @@ def test_workdir_of_another_model_is_refused_and_untouched(digits_data_dir, tmp_
     train.train_and_evaluate(digits_config(digits_data_dir, 'Micro_2'),
                              str(tmp_path))
   assert sorted(glob.glob(str(tmp_path / '**'), recursive=True)) == listing
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(
+    digits_data_dir, tmp_path):
+  import threading  # pylint: disable=g-import-not-at-top
+  config = lambda: digits_config(digits_data_dir, total_steps=30, log_every=1)
+  train.train_and_evaluate(config(), str(tmp_path / 'straight'))
+
+  workdir = tmp_path / 'preempted'
+
+  def preempt_after_first_checkpoint():
+    while not (workdir / 'checkpoints' / '10').is_dir():
+      time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)  # what a preempted VM receives
+
+  threading.Thread(target=preempt_after_first_checkpoint, daemon=True).start()
+  stopped = train.train_and_evaluate(config(), str(workdir))
+  assert 10 < stopped['step'] < 30           # stopped early ...
+  saved = sorted(int(s) for s in os.listdir(workdir / 'checkpoints'))
+  assert saved[-1] == stopped['step']        # ... with a checkpoint where it stopped
+  assert not (workdir / 'model').exists()
+
+  resumed = train.train_and_evaluate(config(), str(workdir))
+  assert resumed['step'] == 30
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / 'straight'),
+               _params(workdir))
