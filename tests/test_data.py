@@ -336,6 +336,8 @@ print('RESULT ' + json.dumps({
     'devices': [jax.device_count(), jax.local_device_count()],
     'shape': train['image'].shape,
     'local_rows': [s.data.shape[0] for s in train['image'].addressable_shards],
+    'local_sums': [[s.index[0].start or 0, float(np.asarray(s.data).sum())]
+                   for s in train['image'].addressable_shards],
     'train': np.asarray(sums(train), np.float64).tolist(),
     'eval': totals.tolist()}), flush=True)
 jax.distributed.shutdown()
@@ -349,12 +351,11 @@ def test_two_processes_assemble_the_global_batch(digits_data_dir):
   results = _results([
       _start(TWO_PROCESSES, port, rank, json.dumps(config.to_dict()))
       for rank in (0, 1)])
-  # Expected, computed here in one process: each process reads its half.
-  train = [next(data.make_train_dataset(
-      config, shard_index=i, num_shards=2,
-      local_batch=16).as_numpy_iterator()) for i in (0, 1)]
-  expected_train = [sum(float(b['image'].sum()) for b in train),
-                    sum(float(b['label'].sum()) for b in train), 32.0]
+  # Expected, computed here in one process: the global batch does not depend
+  # on the number of processes (each builds its half of the same batch).
+  train = next(data.make_train_dataset(config).as_numpy_iterator())
+  expected_train = [float(train['image'].sum()), float(train['label'].sum()),
+                    32.0]
   totals = np.zeros(3)
   for b in data.make_eval_iterator(config):
     m = np.asarray(b['mask'])
@@ -364,5 +365,37 @@ def test_two_processes_assemble_the_global_batch(digits_data_dir):
     assert out['devices'] == [2, 1]
     assert out['shape'] == [32, 8, 8, 3] and out['local_rows'] == [16]
     np.testing.assert_allclose(out['train'], expected_train, rtol=1e-5)
+    (start, local_sum), = out['local_sums']
+    np.testing.assert_allclose(
+        local_sum, train['image'][start:start + 16].sum(), rtol=1e-5)
     np.testing.assert_allclose(out['eval'], totals, rtol=1e-5)
   assert results[0]['eval'][2] == 355
+  assert {r['local_sums'][0][0] for r in results} == {0, 16}
+
+
+def test_a_process_builds_its_rows_of_the_same_global_batches(
+    digits_data_dir):
+  """Any split of the rows (as meshes and processes make) rebuilds the same
+  global batches: same examples, same augmentation, also after resuming."""
+  config = _config(digits_data_dir, batch_size=8, eval_batch_size=100)
+  rows = ((0, 2, 4, 6), (1, 3, 5, 7))
+  whole = data.make_train_dataset(config, start_step=178).as_numpy_iterator()
+  parts = [data.make_train_dataset(config, rows=r, start_step=178
+                                   ).as_numpy_iterator() for r in rows]
+  for _ in range(3):         # 178 * 8 = 1424: crosses the epoch end at 1442
+    expected = next(whole)
+    for r, part in zip(rows, parts):
+      got = next(part)
+      for key in ('image', 'label', 'mask'):
+        np.testing.assert_array_equal(got[key], expected[key][list(r)])
+  whole, num_batches = data.make_eval_dataset(config)
+  halves = [data.make_eval_dataset(config, rows=r)[0]
+            for r in (range(50), range(50, 100))]
+  for expected, top, bottom in zip(*[d.as_numpy_iterator()
+                                     for d in [whole] + halves]):
+    for key in ('image', 'label', 'mask'):
+      np.testing.assert_array_equal(
+          np.concatenate([top[key], bottom[key]]), expected[key])
+  assert num_batches == 4 and expected['mask'].sum() == 55  # 355 - 300
+  with pytest.raises(ValueError, match='ascending'):
+    data.make_train_dataset(config, rows=(3, 1))

@@ -27,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from absl import logging
 from flax.training import checkpoints as flax_checkpoints
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -403,7 +404,9 @@ def save_model(directory: str, params: PyTree,
   """Saves arrays (orbax, any dtype) and the model config that rebuilds them.
 
   `extra` is JSON-able metadata (e.g. how the model was compressed), returned
-  by `load_model(directory, with_extra=True)`.
+  by `load_model(directory, with_extra=True)`. With several processes this is
+  collective (call it on every one): `params` may be global jax.Arrays split
+  between processes; each writes its shards, process 0 the JSON files.
   """
   directory = os.fspath(directory)
   config_path = os.path.join(directory, CONFIG_FILE)
@@ -417,11 +420,14 @@ def save_model(directory: str, params: PyTree,
   ocp.PyTreeCheckpointer().save(_orbax_path(params_path),
                                 args=ocp.args.PyTreeSave(params), force=overwrite)
   # The config is written last: a directory that has it holds a whole model.
-  if extra_json is not None:
-    _write_json(os.path.join(directory, EXTRA_FILE), json.loads(extra_json))
-  elif tf.io.gfile.exists(os.path.join(directory, EXTRA_FILE)):
-    tf.io.gfile.remove(os.path.join(directory, EXTRA_FILE))
-  _write_json(config_path, _config_dict(model_config))
+  if jax.process_index() == 0:
+    if extra_json is not None:
+      _write_json(os.path.join(directory, EXTRA_FILE), json.loads(extra_json))
+    elif tf.io.gfile.exists(os.path.join(directory, EXTRA_FILE)):
+      tf.io.gfile.remove(os.path.join(directory, EXTRA_FILE))
+    _write_json(config_path, _config_dict(model_config))
+  if jax.process_count() > 1:  # no process reads it back before it is whole
+    multihost_utils.sync_global_devices(f'save_model {directory}')
   logging.info('Saved model %s (%d parameters) to %s.',
                model_config.get('name', ''), models.count_params(params), directory)
 

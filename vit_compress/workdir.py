@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -41,7 +42,10 @@ def check_identity(workdir: str, model_config: ml_collections.ConfigDict,
   records this model's identity on first use."""
   shapes_path = os.path.join(workdir, SHAPES_FILE)
   current = _shapes(param_shapes)
-  if tf.io.gfile.exists(shapes_path):
+  recorded = tf.io.gfile.exists(shapes_path)
+  if jax.process_count() > 1:  # every process looks before process 0 writes
+    multihost_utils.sync_global_devices(f'check_identity {workdir}')
+  if recorded:
     with tf.io.gfile.GFile(shapes_path) as f:
       saved = json.load(f)
     if saved != current:

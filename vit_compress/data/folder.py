@@ -4,8 +4,8 @@ Layout: ROOT/<split>/<class>/<image>.{jpg,jpeg,png} (any case), e.g.
 ROOT/train/cat/1.jpg, ROOT/test/dog/7.png. A split is any subdirectory of
 ROOT with class subdirectories. Class names are the sorted union of the class
 directories of all splits, so a label means the same class in every split.
-Files are listed in sorted order; process i of n reads every n-th file
-starting at i, so each process sees every class. Split strings take TFDS
+Files are listed in sorted order (the same on every process); shard i of n
+is every n-th file starting at i, so each shard sees every class. Split strings take TFDS
 slices ('train[:90%]', 'train[90%:]'). Paths may be anything tf.io.gfile reads
 (local, gs://).
 """

@@ -6,10 +6,11 @@
                           prepared under config.data_dir;
   'folder:/path/to/root'  ROOT/<split>/<class>/*.{jpg,jpeg,png} (folder.py).
 
-A source reads one process's shard of a split as a deterministic tf.data
-stream of *raw* examples (images still encoded), so that shuffling, skipping
-and caching happen before any decoding; `load` then finishes an example
-(reads a file) just before preprocessing.
+A source reads a split (or one shard of it) as a deterministic tf.data
+stream of *raw* examples (images still encoded), so that shuffling, skipping,
+caching and picking a process's rows (pipeline.py) happen before any
+decoding; `load` then finishes an example (reads a file) just before
+preprocessing.
 """
 import dataclasses
 import types
