@@ -56,7 +56,9 @@ def _build_vit(config, name: Optional[str] = None):
       classifier=config.get('classifier', 'token'),
       representation_size=config.get('representation_size'),
       distill_token=config.get('distill_token', False),
+      head_zeroinit=config.get('head_zeroinit', True),
       tome_r=tome_r if isinstance(tome_r, int) else tuple(tome_r),
+      mlp_ranks=vit_lib.mlp_ranks(t.get('lowrank'), layers),
       remat=config.get('remat', False),
       dtype=jnp.dtype(config.get('dtype', 'float32')),
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')),
@@ -87,8 +89,8 @@ def _build_lit(config, name: Optional[str] = None):
   dtypes = dict(dtype=jnp.dtype(config.get('dtype', 'float32')),
                 param_dtype=jnp.dtype(config.get('param_dtype', 'float32')))
   text = _TEXT_MODELS[config.text_model](
-      num_classes=config.out_dim[1], name='txt', **config.text.to_dict(), **dtypes)
-  return lit_lib.LiT(image=build(image_config, name='img'), text=text,
+      num_classes=config.out_dim[1], **config.text.to_dict(), **dtypes)
+  return lit_lib.LiT(img=build(image_config), txt=text,
                      temperature_init=config.get('temperature_init', 0.0),
                      name=name)
 

@@ -36,23 +36,79 @@ def per_layer(value: IntOrPerLayer, num_layers: int, name: str) -> Tuple[int, ..
   return value
 
 
-class MlpBlock(nn.Module):
-  """Dense -> GELU -> Dense, with dropout; vit_jax's initialisers."""
-  mlp_dim: int
-  dropout_rate: float = 0.0
+def mlp_ranks(lowrank, num_layers: int) -> Optional[Tuple[Tuple[int, int], ...]]:
+  """Per-layer (Dense_0, Dense_1) ranks from `transformer.lowrank`.
+
+  `lowrank` is None (no factorised layer) or {'mlp_rank_0': ..., 'mlp_rank_1':
+  ...}, each an int or one int per layer; 0 keeps that kernel full rank.
+  """
+  if not lowrank:
+    return None
+  unknown = sorted(set(lowrank) - {'mlp_rank_0', 'mlp_rank_1'})
+  if unknown:
+    raise ValueError(f'transformer.lowrank has unknown keys {unknown}; '
+                     'valid: mlp_rank_0, mlp_rank_1.')
+  ranks = [per_layer(lowrank.get(k, 0), num_layers, f'lowrank.{k}')
+           for k in ('mlp_rank_0', 'mlp_rank_1')]
+  return tuple(zip(*ranks))
+
+
+class LowRankDense(nn.Module):
+  """Dense with a factorised kernel: x @ kernel_a (in, r) @ kernel_b (r, out) + bias.
+
+  `compress.lowrank.factorize` makes the factors from a trained kernel by a
+  truncated SVD; two thin matmuls cost r * (in + out) instead of in * out.
+  """
+  features: int
+  rank: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.lecun_normal()
+    kernel_a = self.param('kernel_a', init, (x.shape[-1], self.rank),
+                          self.param_dtype)
+    kernel_b = self.param('kernel_b', init, (self.rank, self.features),
+                          self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,),
+                      self.param_dtype)
+    x, kernel_a, kernel_b, bias = nn.dtypes.promote_dtype(
+        x, kernel_a, kernel_b, bias, dtype=self.dtype)
+    # lax.dot_general as in nn.Dense, so qwix quantizes both factors.
+    matmul = lambda y, k: jax.lax.dot_general(y, k, (((y.ndim - 1,), (0,)), ((), ())))
+    return matmul(matmul(x, kernel_a), kernel_b) + bias
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU -> Dense, with dropout; vit_jax's initialisers.
+
+  `ranks[i] > 0` makes `Dense_i` a LowRankDense of that rank (0: full kernel).
+  """
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  ranks: Tuple[int, int] = (0, 0)
+
+  @nn.compact
   def __call__(self, x, *, deterministic: bool):
     out_dim = x.shape[-1]
-    dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
-                               kernel_init=nn.initializers.xavier_uniform(),
-                               bias_init=nn.initializers.normal(stddev=1e-6))
-    x = dense(self.mlp_dim)(x)
+
+    def dense(i, n):
+      # Explicit names: a mix of Dense and LowRankDense keeps Dense_0, Dense_1.
+      if self.ranks[i]:
+        return LowRankDense(n, self.ranks[i], dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=f'Dense_{i}')
+      return nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
+                      kernel_init=nn.initializers.xavier_uniform(),
+                      bias_init=nn.initializers.normal(stddev=1e-6),
+                      name=f'Dense_{i}')
+
+    x = dense(0, self.mlp_dim)(x)
     x = nn.gelu(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    x = dense(out_dim)(x)
+    x = dense(1, out_dim)(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 
@@ -116,6 +172,7 @@ class Encoder1DBlock(nn.Module):
   num_prefix_tokens: int = 1  # class/distillation tokens that are never merged
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  mlp_ranks: Tuple[int, int] = (0, 0)  # low-rank MLP kernels (0: full rank)
 
   @nn.compact
   def __call__(self, x, size, deterministic: bool, mask=None):
@@ -133,7 +190,8 @@ class Encoder1DBlock(nn.Module):
                                   self.num_prefix_tokens)
     y = norm()(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype,
-                 self.param_dtype)(y, deterministic=deterministic)
+                 self.param_dtype, ranks=self.mlp_ranks)(
+                     y, deterministic=deterministic)
     return x + self._drop_path(y, deterministic), size
 
   def _drop_path(self, y, deterministic):
@@ -166,6 +224,7 @@ class Encoder(nn.Module):
   stochastic_depth: float = 0.0
   tome_r: IntOrPerLayer = 0
   num_prefix_tokens: int = 1
+  mlp_ranks: Optional[Tuple[Tuple[int, int], ...]] = None  # per layer
   add_position_embedding: bool = True
   remat: bool = False
   dtype: Dtype = jnp.float32
@@ -190,6 +249,7 @@ class Encoder(nn.Module):
           # Linearly increasing drop rate with depth, as in DeiT / big_vision.
           drop_path_rate=self.stochastic_depth * i / max(num_layers - 1, 1),
           tome_r=tome_r[i], num_prefix_tokens=self.num_prefix_tokens,
+          mlp_ranks=self.mlp_ranks[i] if self.mlp_ranks else (0, 0),
           dtype=self.dtype, param_dtype=self.param_dtype,
           name=f'encoderblock_{i}')(x, size, not train, mask)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
@@ -215,7 +275,9 @@ class VisionTransformer(nn.Module):
   classifier: str = 'token'
   representation_size: Optional[int] = None
   distill_token: bool = False
+  head_zeroinit: bool = True  # fine-tuning starts from zero logits; LiT must not
   tome_r: IntOrPerLayer = 0
+  mlp_ranks: Optional[Tuple[Tuple[int, int], ...]] = None  # low-rank MLP kernels
   remat: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -248,6 +310,7 @@ class VisionTransformer(nn.Module):
                 head_dim=self.head_dim, dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
                 stochastic_depth=self.stochastic_depth, tome_r=self.tome_r,
+                mlp_ranks=self.mlp_ranks,
                 num_prefix_tokens=len(prefix), remat=self.remat,
                 dtype=self.dtype, param_dtype=self.param_dtype,
                 name='Transformer')(x, train=train)
@@ -268,7 +331,9 @@ class VisionTransformer(nn.Module):
 
     head = lambda name: nn.Dense(self.num_classes, dtype=self.dtype,
                                  param_dtype=self.param_dtype, name=name,
-                                 kernel_init=nn.initializers.zeros)
+                                 kernel_init=nn.initializers.zeros
+                                 if self.head_zeroinit else
+                                 nn.initializers.lecun_normal())
     logits = head('head')(features).astype(jnp.float32)
     if not self.distill_token:
       return logits

@@ -1,0 +1,153 @@
+"""Low-rank factorisation of MLP kernels by truncated SVD, as a model rewrite.
+
+`factorize` replaces each selected kernel W (in, out) of a ViT's MLP blocks by
+two factors, kernel_a = U_r sqrt(S_r) (in, r) and kernel_b = sqrt(S_r) V_r^T
+(r, out), the best rank-r approximation of W (Eckart-Young). The ranks go into
+the model config (`transformer.lowrank`), so `models.build` makes
+`LowRankDense` layers with exactly these parameters, the result fine-tunes with
+the same trainer, and a saved model reloads from its config.
+
+The rank of each kernel comes from one of:
+  energy  the smallest r keeping that fraction of sum(S^2), e.g. 0.95;
+  ratio   the factors' share of the kernel's parameters: r = floor(ratio *
+          in * out / (in + out)), e.g. 0.5 halves the kernel;
+  rank    the same r everywhere.
+"""
+import math
+import re
+from typing import Any, Dict, Optional, Tuple
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from vit_compress import models
+from vit_compress import paths
+
+PyTree = Any
+
+DEFAULT_REGEX = r'MlpBlock_0/Dense_[01]/kernel$'
+_MLP_KERNEL = re.compile(
+    r'^Transformer/encoderblock_(\d+)/MlpBlock_0/Dense_([01])/kernel$')
+
+
+def rank_for_energy(singular_values, energy: float) -> int:
+  """Smallest r whose top-r singular values keep `energy` of sum(S^2)."""
+  if not 0 < energy <= 1:
+    raise ValueError(f'energy={energy} must be in (0, 1], e.g. 0.95.')
+  power = np.asarray(singular_values, np.float64) ** 2
+  kept = np.cumsum(power) / power.sum()
+  # A relative tolerance so that energy=1.0 is met despite rounding.
+  return int(np.searchsorted(kept, energy - 1e-12) + 1)
+
+
+def rank_for_ratio(shape: Tuple[int, int], ratio: float) -> int:
+  """The rank whose two factors hold `ratio` of the kernel's parameters."""
+  fan_in, fan_out = shape
+  return int(math.floor(ratio * fan_in * fan_out / (fan_in + fan_out)))
+
+
+def _svd_factors(kernel, rank: int):
+  u, s, vt = np.linalg.svd(np.asarray(kernel, np.float64), full_matrices=False)
+  root = np.sqrt(s[:rank])
+  dtype = np.asarray(kernel).dtype
+  return ((u[:, :rank] * root).astype(dtype), (root[:, None] * vt[:rank]).astype(dtype),
+          s)
+
+
+def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
+              energy: Optional[float] = None, ratio: Optional[float] = None,
+              rank: Optional[int] = None, params_regex: str = DEFAULT_REGEX
+              ) -> Tuple[PyTree, ml_collections.ConfigDict]:
+  """(new params, new model config) with the selected MLP kernels factorised.
+
+  `params_regex` (re.search over parameter paths) picks the kernels; only
+  `Transformer/encoderblock_i/MlpBlock_0/Dense_{0,1}/kernel` can be picked.
+  Exactly one of `energy`, `ratio`, `rank` sets the ranks.
+  """
+  if model_config.get('family') != 'vit':
+    raise ValueError(f"Low-rank factorisation supports ViT models (family 'vit'), "
+                     f'not {model_config.get("family")!r}.')
+  given = {k: v for k, v in (('energy', energy), ('ratio', ratio),
+                             ('rank', rank)) if v is not None}
+  if len(given) != 1:
+    raise ValueError('factorize needs exactly one of energy= (fraction of '
+                     'squared singular values kept), ratio= (share of the '
+                     f'kernel parameters kept) or rank=; got {sorted(given) or "none"}.')
+  if ratio is not None and not 0 < ratio:
+    raise ValueError(f'ratio={ratio} must be positive, e.g. 0.5.')
+
+  flat = dict(paths.flatten_with_paths(params))
+  selected = paths.require_match(params, params_regex, 'lowrank params_regex')
+  not_mlp = [p for p in selected if not _MLP_KERNEL.match(p)]
+  if not_mlp:
+    raise ValueError(f'lowrank params_regex {params_regex!r} selects {not_mlp[:4]}; '
+                     'only MLP kernels (Transformer/encoderblock_i/MlpBlock_0/'
+                     'Dense_0 or Dense_1/kernel) can be factorised.')
+
+  num_layers = int(model_config.transformer.num_layers)
+  ranks = _current_ranks(model_config, num_layers)
+  for path in selected:
+    layer, dense = (int(g) for g in _MLP_KERNEL.match(path).groups())
+    kernel = flat.pop(path)
+    shape = tuple(kernel.shape)
+    if rank is not None:
+      r = int(rank)
+    elif ratio is not None:
+      r = rank_for_ratio(shape, ratio)
+    else:
+      r = rank_for_energy(np.linalg.svd(np.asarray(kernel, np.float64),
+                                        compute_uv=False), energy)
+    if r < 1:
+      raise ValueError(f'{path} {shape}: {given} gives rank {r}; '
+                       'use a larger value (rank >= 1).')
+    if r > min(shape):
+      raise ValueError(
+          f'{path} {shape}: {given} gives rank {r}, more than min(in, out) = '
+          f'{min(shape)}, the largest rank this kernel has. Use a smaller '
+          f'value (ratio=0.5 gives rank {rank_for_ratio(shape, 0.5)}).')
+    a, b, s = _svd_factors(kernel, r)
+    kept = float((s[:r] ** 2).sum() / (s ** 2).sum())
+    logging.info('%s %s -> rank %d (%.4f of the energy, %d -> %d parameters).',
+                 path, shape, r, kept, math.prod(shape), r * sum(shape))
+    scope = path[:-len('kernel')]
+    flat[scope + 'kernel_a'], flat[scope + 'kernel_b'] = a, b
+    ranks[dense][layer] = r
+
+  config = ml_collections.ConfigDict(model_config.to_dict())
+  config.transformer.lowrank = {'mlp_rank_0': tuple(ranks[0]),
+                                'mlp_rank_1': tuple(ranks[1])}
+  new_params = paths.tree_from_flat(flat, like=models.param_shapes(config))
+  return new_params, config
+
+
+def _current_ranks(model_config, num_layers):
+  """Per-layer ranks already in the config (0: full kernel), as two lists."""
+  from vit_compress.models import vit  # pylint: disable=g-import-not-at-top
+  current = vit.mlp_ranks(model_config.transformer.get('lowrank'), num_layers)
+  if current is None:
+    return [[0] * num_layers, [0] * num_layers]
+  return [[r[i] for r in current] for i in range(2)]
+
+
+def flops(model_config: ml_collections.ConfigDict) -> float:
+  """FLOPs of one forward pass on one image (XLA cost analysis, no weights)."""
+  module = models.build(model_config)
+  shapes = models.param_shapes(model_config)
+  inputs = jax.eval_shape(lambda: models.example_inputs(model_config, 1))
+  lowered = jax.jit(lambda p, kw: module.apply({'params': p}, **kw)).lower(
+      shapes, inputs)
+  return float(lowered.cost_analysis()['flops'])
+
+
+def report(model_config: ml_collections.ConfigDict,
+           new_config: ml_collections.ConfigDict) -> Dict[str, float]:
+  """Parameters and FLOPs (one image) before and after factorising."""
+  before = models.count_params(models.param_shapes(model_config))
+  after = models.count_params(models.param_shapes(new_config))
+  out = {'params_before': before, 'params_after': after,
+         'flops_before': flops(model_config), 'flops_after': flops(new_config)}
+  logging.info('Low-rank: %d -> %d parameters, %.3g -> %.3g FLOPs per image.',
+               before, after, out['flops_before'], out['flops_after'])
+  return out

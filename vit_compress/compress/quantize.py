@@ -1,0 +1,436 @@
+"""Quantization with qwix: post-training (PTQ), quantization-aware training (QAT).
+
+qwix intercepts the `dot_general`s of a Linen model; which ones and how is a
+list of qwix rules built here from `config.quant`:
+
+  weight-only int8 / int4   per-channel weight scales, float activations
+  W8A8, dynamic             activation scales computed per token at run time
+  W8A8, static              activation scales fixed by a calibration pass over
+                            `calibration_batches` batches: qwix's absmax, or a
+                            percentile of |x| (qwix 0.1.8 has no percentile
+                            method; `_PercentileQtProvider` adds it)
+  QAT                       `qat_model` wraps the training model: fake
+                            quantization with straight-through gradients
+
+Selection follows the house rule: `exclude` and `include` are regexes over
+module paths ('Transformer/encoderblock_0/MlpBlock_0/Dense_0': a parameter's
+path without its last name), matched with `re.search`; the first of `exclude`
+that matches keeps a module in float. The defaults keep the patch embedding,
+the classifier and LayerNorm in float, and only weight layers (Dense,
+DenseGeneral) are quantized: attention's activation-by-activation products
+(QK^T, PV) stay float, since softmax outliers are what make naive ViT PTQ
+collapse.
+
+A PTQ model's parameters are integers plus float scales. `save_quantized`
+stores them (int4 packed two to a byte) with a model config that carries the
+quant config, so `load_quantized(directory)` rebuilds the model from the
+directory alone:
+
+    qparams, qconfig = quantize.quantize(params, model_config, quant_config,
+                                         batches=calibration_batches)
+    quantize.save_quantized(workdir, qparams, qconfig)
+    model, qparams, qconfig = quantize.load_quantized(workdir)
+    logits = model.apply({'params': qparams}, images)
+"""
+import dataclasses
+import math
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import qwix
+# The wrapper qwix puts around quantized parameters; not re-exported by qwix.
+from qwix._src.providers.ptq import WithAux
+import tensorflow as tf
+
+from vit_compress import models
+from vit_compress import paths
+from vit_compress.config_sections import with_defaults
+
+PyTree = Any
+
+MODES = ('none', 'ptq', 'qat')
+WEIGHT_DTYPES = ('int8', 'int4')
+ACT_DTYPES = (None, 'int8')
+CALIBRATIONS = ('absmax', 'percentile')
+# Patch embedding, classifier (and DeiT head, representation layer), norms.
+DEFAULT_EXCLUDE = (r'(^|/)embedding$', r'(^|/)(head|head_dist|pre_logits)$',
+                   r'LayerNorm|encoder_norm')
+_QUANTIZED_OPS = ('dot_general',)  # weight layers; not attention's einsums
+_INT4_PACKED = 'qvalue_int4x2'     # storage key of two int4 values per byte
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """`config.quant`: what to quantize, to which types, and how to calibrate."""
+  return ml_collections.ConfigDict({
+      'mode': 'none',           # 'none' | 'ptq' | 'qat'
+      'weight_dtype': 'int8',   # 'int8' | 'int4' (per output channel)
+      'act_dtype': None,        # None (weight-only) | 'int8'
+      'act_static': False,      # static activation scales (needs calibration)
+      'calibration': 'absmax',  # 'absmax' | 'percentile' (static scales only)
+      'percentile': 99.99,      # of |activation|, for calibration='percentile'
+      'calibration_batches': 8,
+      'exclude': list(DEFAULT_EXCLUDE),  # module-path regexes kept in float
+      'include': '.*',          # module-path regex of what may be quantized
+  })
+
+
+def resolve(quant_config: Optional[Any]) -> ml_collections.ConfigDict:
+  """`quant_config` completed from the defaults and checked; errors name the key."""
+  qc = with_defaults(quant_config, default_config(), 'config.quant')
+  _check_choice(qc, 'mode', MODES)
+  _check_choice(qc, 'weight_dtype', WEIGHT_DTYPES)
+  _check_choice(qc, 'act_dtype', ACT_DTYPES)
+  _check_choice(qc, 'calibration', CALIBRATIONS)
+  if qc.act_static and qc.act_dtype is None:
+    raise ValueError("config.quant.act_static=True needs act_dtype='int8' "
+                     '(static scales are for quantized activations).')
+  if not 0 < qc.percentile <= 100:
+    raise ValueError(f'config.quant.percentile={qc.percentile} must be in '
+                     '(0, 100], e.g. 99.99.')
+  if int(qc.calibration_batches) < 1:
+    raise ValueError('config.quant.calibration_batches must be at least 1, got '
+                     f'{qc.calibration_batches}.')
+  if isinstance(qc.exclude, str):
+    raise ValueError('config.quant.exclude is a list of regexes, got the string '
+                     f'{qc.exclude!r}; write [{qc.exclude!r}].')
+  for pattern in list(qc.exclude) + [qc.include]:
+    paths.compile_regex(pattern, 'config.quant.exclude / include')
+  return qc
+
+
+def _check_choice(qc, key, choices):
+  if qc[key] not in choices:
+    raise ValueError(f'config.quant.{key}={qc[key]!r}; valid: {list(choices)}.')
+
+
+def rules(quant_config) -> List[qwix.QtRule]:
+  """qwix rules, first match wins: the exclusions (float), then the quantized rule."""
+  qc = resolve(quant_config)
+  # qwix full-matches module paths; '.*(?:p).*' gives re.search semantics.
+  search = lambda pattern: f'.*(?:{pattern}).*'
+  out = [qwix.QtRule(module_path=search(p)) for p in qc.exclude]
+  out.append(qwix.QtRule(
+      module_path=search(qc.include), op_names=_QUANTIZED_OPS,
+      weight_qtype=qc.weight_dtype, act_qtype=qc.act_dtype,
+      act_static_scale=bool(qc.act_static) if qc.act_dtype else None))
+  return out
+
+
+def quantized_model(model_config: ml_collections.ConfigDict,
+                    quant_config: Optional[Any] = None) -> nn.Module:
+  """The PTQ module for a model config (default: its own `quant` section)."""
+  if quant_config is None:
+    quant_config = model_config.get('quant')
+    if quant_config is None:
+      raise ValueError('model_config has no quant section: it is not a quantized '
+                       'model. Pass quant_config, or make one with quantize().')
+  return qwix.quantize_model(models.build(model_config),
+                             qwix.PtqProvider(rules(quant_config)))
+
+
+def qat_model(model: nn.Module, quant_config) -> nn.Module:
+  """`model` with fake quantization for training (straight-through gradients).
+
+  Its parameters are the float ones, so a float checkpoint trains as is and
+  `quantize(params, ...)` turns the result into an integer model. With static
+  activation scales, apply it with `mutable=mutable_collections(quant_config)`
+  and hand the collected 'quant_stats' to `quantize`.
+  """
+  return qwix.quantize_model(model, qwix.QtProvider(rules(quant_config)))
+
+
+def mutable_collections(quant_config) -> Tuple[str, ...]:
+  """Collections a QAT forward pass updates: qwix's running activation stats."""
+  qc = resolve(quant_config)
+  return ('quant_stats',) if qc.act_static else ()
+
+
+# ---------------------------------------------------------------- calibration
+class _PercentileQtProvider(qwix.QtProvider):
+  """qwix's QT provider, but an activation's statistic is a percentile of |x|.
+
+  qwix calibrates with absmax / minmax / rms / fixed ranges only. Here the
+  statistic qwix stores as 'absmax' (averaged over batches, then turned into
+  scales by `qwix.quantize_params`) is the percentile of |x| over the batch
+  and the contraction axes, one per scale entry (qwix's static scales are per
+  token position). Clipping the rare outliers keeps resolution for the rest.
+  """
+
+  def __init__(self, quant_rules, percentile: float):
+    super().__init__(quant_rules)
+    self._percentile = percentile
+
+  def _create_dot_general_qt_config(self, rule, op_id, lhs, rhs):
+    config = super()._create_dot_general_qt_config(rule, op_id, lhs, rhs)
+    collect = config.lhs_collect_quant_stat
+    if collect is None:
+      return config
+    batch_axes = set(rule.act_batch_axes)
+
+    def collect_percentile(calibration):
+      absmax = calibration['absmax']  # shaped like the scale, before averaging
+      axes = tuple(i for i, n in enumerate(absmax.shape)
+                   if n == 1 or i in batch_axes)
+      value = jnp.percentile(jnp.abs(lhs).astype(jnp.float32), self._percentile,
+                             axis=axes, keepdims=True)
+      return collect({'absmax': value.astype(absmax.dtype)})
+
+    return dataclasses.replace(config, lhs_collect_quant_stat=collect_percentile)
+
+
+def _model_inputs(model_config, batch) -> Dict[str, Any]:
+  """Keyword arguments of the model's call from a batch dict (or an image array)."""
+  if not isinstance(batch, Mapping):
+    return {'images': jnp.asarray(batch)}
+  if 'image' not in batch:
+    raise ValueError(f"A calibration batch needs an 'image' entry; got keys "
+                     f'{sorted(batch)}.')
+  inputs = {'images': jnp.asarray(batch['image'])}
+  if model_config.get('family') == 'lit' and 'tokens' in batch:
+    inputs['tokens'] = jnp.asarray(batch['tokens'])
+  return inputs
+
+
+def calibrate(params: PyTree, model_config: ml_collections.ConfigDict,
+              batches: Iterable[Any], quant_config) -> PyTree:
+  """qwix 'quant_stats' (running activation statistics) over calibration batches.
+
+  The pass runs the fake-quantized model (qwix's QT provider), so each layer's
+  statistics see the quantized layers before it, as at inference.
+  """
+  qc = resolve(quant_config)
+  if qc.calibration == 'percentile':
+    provider = _PercentileQtProvider(rules(qc), qc.percentile)
+  else:
+    provider = qwix.QtProvider(rules(qc))
+  model = qwix.quantize_model(models.build(model_config), provider)
+
+  @jax.jit
+  def step(params, quant_stats, inputs):
+    _, updated = model.apply({'params': params, 'quant_stats': quant_stats},
+                             **inputs, mutable=['quant_stats'])
+    return updated['quant_stats']
+
+  params = jax.tree.map(jnp.asarray, params)
+  quant_stats, seen = None, 0
+  for batch in batches:
+    if seen == qc.calibration_batches:
+      break
+    inputs = _model_inputs(model_config, batch)
+    if quant_stats is None:  # zeros, as qwix initialises them
+      shapes = jax.eval_shape(model.init, jax.random.key(0), **inputs)
+      if 'quant_stats' not in shapes:
+        raise ValueError('Calibration found no activation to calibrate: '
+                         f'config.quant.include={qc.include!r} and exclude '
+                         f'{list(qc.exclude)} leave no quantized weight layer.')
+      quant_stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 shapes['quant_stats'])
+    quant_stats = step(params, quant_stats, inputs)
+    seen += 1
+  if not seen:
+    raise ValueError('calibrate: the calibration batches are empty.')
+  if seen < qc.calibration_batches:
+    logging.warning('Calibrated on %d batches; config.quant.calibration_batches '
+                    'asked for %d.', seen, qc.calibration_batches)
+  logging.info('Calibrated static activation scales (%s) on %d batches.',
+               qc.calibration, seen)
+  return quant_stats
+
+
+# ------------------------------------------------------------------------ PTQ
+def _abstract_params(model_config, quant_config) -> PyTree:
+  """The PTQ model's parameter shapes (qwix's templates with how to quantize)."""
+  provider = qwix.PtqProvider(rules(quant_config))
+  model = qwix.quantize_model(models.build(model_config), provider)
+  inputs = models.example_inputs(model_config, 1)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), **inputs)['params']
+  qc = resolve(quant_config)
+  # The quantizing rule is the one with op_names; the others are exclusions.
+  if any(rule.op_names for rule in provider.get_unused_rules()):
+    kernels = [p.rsplit('/', 1)[0] for p in paths.path_names(shapes)
+               if p.endswith('/kernel')]
+    raise ValueError(
+        f'config.quant.include={qc.include!r} with exclude {list(qc.exclude)} '
+        'selects no weight layer to quantize. Module paths are matched with '
+        f're.search, e.g. {kernels[:4]}.')
+  return shapes
+
+
+def quantize(params: PyTree, model_config: ml_collections.ConfigDict,
+             quant_config: Optional[Any] = None, *,
+             batches: Optional[Iterable[Any]] = None,
+             quant_stats: Optional[PyTree] = None
+             ) -> Tuple[PyTree, ml_collections.ConfigDict]:
+  """Float (or QAT-trained) parameters -> (integer parameters, their model config).
+
+  Static activation scales come from `quant_stats` (e.g. collected during
+  QAT) or, when not given, from calibrating on `batches`. The returned model
+  config is `model_config` plus the `quant` section that rebuilds the model
+  (`quantized_model(config)`).
+  """
+  if quant_config is None:
+    quant_config = model_config.get('quant')
+  qc = resolve(quant_config)
+  qc.mode = 'ptq'  # what the returned parameters are, whatever made them
+  params = jax.tree.map(jnp.asarray, params)
+  if qc.act_static and quant_stats is None:
+    if batches is None:
+      raise ValueError('Static activation scales need calibration: pass '
+                       'batches= (or quant_stats= from QAT), or set '
+                       'config.quant.act_static=False for dynamic scales.')
+    quant_stats = calibrate(params, model_config, batches, qc)
+  abstract = _abstract_params(model_config, qc)
+  # numpy, so that qwix's checks of the counts stay concrete under jit.
+  stats = jax.tree.map(np.asarray, quant_stats) if qc.act_static else {}
+  # One compiled program rather than many small eager ones.
+  qparams = jax.jit(lambda p: qwix.quantize_params(p, abstract, stats))(params)
+  config = ml_collections.ConfigDict(model_config.to_dict())
+  config.quant = qc.to_dict()
+  return qparams, config
+
+
+# -------------------------------------------------------------------- storage
+def _is_quantized(x) -> bool:
+  return isinstance(x, WithAux)
+
+
+def _pack_int4(values) -> np.ndarray:
+  """int4 values -> uint8, two per byte (low nibble first), flattened."""
+  flat = np.asarray(jnp.asarray(values).astype(jnp.int8)).reshape(-1)
+  if flat.size % 2:
+    flat = np.concatenate([flat, np.zeros(1, np.int8)])
+  nibbles = flat.astype(np.uint8) & 0xF
+  return nibbles[0::2] | (nibbles[1::2] << 4)
+
+
+def _unpack_int4(packed, shape) -> jax.Array:
+  packed = np.asarray(packed, np.uint8)
+  nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(-1)
+  values = nibbles[:math.prod(shape)].astype(np.int8)
+  values = np.where(values >= 8, values - 16, values).astype(np.int8)  # sign
+  return jnp.asarray(values.reshape(shape)).astype(jnp.int4)
+
+
+def to_storage(qparams: PyTree) -> PyTree:
+  """Plain nested dict of numpy arrays: each quantized kernel becomes
+  {'qvalue' (int8) or 'qvalue_int4x2' (packed uint8), 'scale'[, 'zero_point']}."""
+  def store(leaf):
+    if not _is_quantized(leaf):
+      return np.asarray(leaf)
+    array = leaf.array
+    if not isinstance(array, qwix.QArray):  # a static activation scale
+      return np.asarray(array)
+    out = {'scale': np.asarray(array.scale)}
+    if array.zero_point is not None:
+      out['zero_point'] = np.asarray(array.zero_point)
+    if array.qvalue.dtype == jnp.int4:
+      out[_INT4_PACKED] = _pack_int4(array.qvalue)
+    else:
+      out['qvalue'] = np.asarray(array.qvalue)
+    return out
+  return jax.tree.map(store, qparams, is_leaf=_is_quantized)
+
+
+def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
+  """Inverse of `to_storage`, shaped by the PTQ model's abstract parameters."""
+  flat = dict(paths.flatten_with_paths(stored))
+  missing = []
+
+  def get(key, want_shape):
+    if key not in flat:
+      missing.append(key)
+      return np.zeros(want_shape, np.float32)
+    return flat[key]
+
+  def load(key_path, template):
+    key = paths.path_str(key_path)
+    if not _is_quantized(template):
+      return jnp.asarray(get(key, template.shape), template.dtype)
+    array = template.array
+    if not isinstance(array, qwix.QArray):
+      return template.replace(array=jnp.asarray(get(key, array.shape), array.dtype))
+    shape = array.qvalue.shape
+    if array.qvalue.dtype == jnp.int4:
+      qvalue = _unpack_int4(get(f'{key}/{_INT4_PACKED}', (0,)), shape)
+    else:
+      qvalue = jnp.asarray(get(f'{key}/qvalue', shape), array.qvalue.dtype)
+    zero_point = None
+    if array.zero_point is not None:
+      zero_point = jnp.asarray(get(f'{key}/zero_point', array.zero_point.shape),
+                               array.zero_point.dtype)
+    scale = jnp.asarray(get(f'{key}/scale', array.scale.shape), array.scale.dtype)
+    return template.replace(array=qwix.QArray(
+        qvalue=qvalue, scale=scale, zero_point=zero_point, qtype=array.qtype))
+
+  out = jax.tree_util.tree_map_with_path(load, abstract, is_leaf=_is_quantized)
+  if missing:
+    raise ValueError(f'The stored quantized parameters lack {len(missing)} '
+                     f'arrays the model needs: {missing[:8]}. Was the artifact '
+                     'written by save_quantized with this quant config?')
+  return out
+
+
+def size_report(qparams: PyTree) -> Dict[str, Any]:
+  """Bytes of the quantized kernels as stored vs as float32, and of the model.
+
+  `ratio` compares the quantized layers' kernels in float32 with their
+  stored integers plus scales (int8: about 4x, int4: about 8x).
+  """
+  report = {'quantized_kernels': 0, 'float32_bytes': 0, 'quantized_bytes': 0,
+            'model_float32_bytes': 0, 'model_bytes': 0}
+  for leaf in jax.tree.leaves(qparams, is_leaf=_is_quantized):
+    stored = to_storage(leaf)
+    nbytes = sum(a.nbytes for a in jax.tree.leaves(stored))
+    kernel = _is_quantized(leaf) and isinstance(leaf.array, qwix.QArray)
+    size = math.prod(leaf.shape)
+    report['model_bytes'] += nbytes
+    report['model_float32_bytes'] += 4 * (size if kernel else
+                                          sum(a.size for a in jax.tree.leaves(stored)))
+    if kernel:
+      report['quantized_kernels'] += 1
+      report['float32_bytes'] += 4 * size
+      report['quantized_bytes'] += nbytes
+  report['ratio'] = report['float32_bytes'] / max(report['quantized_bytes'], 1)
+  return report
+
+
+def disk_bytes(directory: str) -> int:
+  """Total size of the files under `directory` (what the artifact costs on disk)."""
+  total = 0
+  for root, _, files in tf.io.gfile.walk(os.fspath(directory)):
+    total += sum(tf.io.gfile.stat(os.path.join(root, f)).length for f in files)
+  return total
+
+
+def save_quantized(directory: str, qparams: PyTree,
+                   model_config: ml_collections.ConfigDict,
+                   overwrite: bool = False) -> Dict[str, Any]:
+  """Writes the integer parameters and the model config (with `quant`); returns
+  `size_report(qparams)`, which is also saved as the artifact's extra metadata."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  if model_config.get('quant') is None:
+    raise ValueError('save_quantized needs the model config returned by '
+                     'quantize() (it carries the quant section).')
+  report = size_report(qparams)
+  checkpoint.save_model(directory, to_storage(qparams), model_config,
+                        extra={'quantization': report}, overwrite=overwrite)
+  return report
+
+
+def load_quantized(directory: str
+                   ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
+  """(PTQ module, integer parameters, model config) from a `save_quantized` directory."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  model_config, stored = checkpoint.load_model(directory)
+  if model_config.get('quant') is None:
+    raise ValueError(f'{directory} holds a float model (its config has no quant '
+                     'section); load it with checkpoint.load_model.')
+  abstract = _abstract_params(model_config, model_config.quant)
+  return (quantized_model(model_config), from_storage(stored, abstract),
+          model_config)
