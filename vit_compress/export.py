@@ -1,0 +1,266 @@
+"""Export a trained model: vit_jax .npz, the compact artifact, TFLite float and int8.
+
+    python -m vit_compress.export --workdir=/tmp/run --format=tflite,tflite_int8 \
+        [--config=configs/xyz.py] [--out_dir=...] [--per_channel=false]
+
+reads the saved model `{workdir}/model` (what training writes; `--model_dir`
+names another) and writes into `{workdir}/export/`:
+
+  npz          model.npz in vit_jax's layout (pre-Linen names), read back by
+               `checkpoint.load_npz`, with model.model_config.json beside it
+               (a pruned model's per-layer widths are not in the file names);
+  artifact     artifact/: pruned heads, neurons and layers removed (`shrink`,
+               from the zeros that pruning left), then weights quantized
+               (config.quant when its mode is 'ptq', else int8 weight-only);
+               reloads with `compress.quantize.load_quantized`;
+  tflite       model_float.tflite;
+  tflite_int8  model_int8.tflite, calibrated on training images (the train
+               split with the eval preprocessing).
+
+Each TFLite file is run in the interpreter on the eval split and compared
+with the JAX model; sizes and accuracies go to export/summary.json.
+"""
+import json
+import os
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from vit_compress import checkpoint
+from vit_compress import models
+from vit_compress import tflite
+from vit_compress.eval import classification
+from vit_compress.eval import profiling
+
+MODEL_SUBDIR = 'model'      # where training saves its final model
+EXPORT_SUBDIR = 'export'
+SUMMARY_FILE = 'summary.json'
+FORMATS = ('npz', 'artifact', 'tflite', 'tflite_int8')
+
+
+# ------------------------------------------------------------------ reading
+def find_saved_model(workdir: str) -> str:
+  """The saved-model directory in a workdir (or the workdir itself)."""
+  for candidate in (os.path.join(workdir, MODEL_SUBDIR), workdir):
+    if (checkpoint.is_saved_model(candidate) and
+        tf.io.gfile.exists(os.path.join(candidate, checkpoint.PARAMS_DIR))):
+      return candidate
+  raise FileNotFoundError(
+      f'No saved model in {workdir}: expected {workdir}/{MODEL_SUBDIR}/ (written '
+      'when training finishes) holding model_config.json and params/. Finish '
+      'training, or pass --model_dir=<a directory written by save_model>.')
+
+
+def load_float_model(model_dir: str):
+  """(model_config, params) of a float saved model; quantized ones are refused."""
+  model_config, params = checkpoint.load_model(model_dir)
+  if model_config.get('quant') is not None:
+    raise ValueError(f'{model_dir} holds a quantized model; export the float '
+                     'model it came from (TFLite int8 and the artifact quantize '
+                     'it themselves; .npz files hold float weights).')
+  return model_config, params
+
+
+# -------------------------------------------------------------------- npz
+def export_npz(model_config: ml_collections.ConfigDict, params, path: str) -> Dict[str, Any]:
+  """Writes the vit_jax .npz and its model config; checks it reads back equal."""
+  checkpoint.export_npz(path, params)
+  config_path = os.path.splitext(path)[0] + '.model_config.json'
+  with tf.io.gfile.GFile(config_path, 'w') as f:
+    f.write(model_config.to_json(indent=2))
+  loaded = checkpoint.load_npz(path, model_config)
+  worst = max(float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+              for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)))
+  if worst > 0:
+    raise RuntimeError(f'{path} does not read back equal (max difference {worst}).')
+  return {'path': path, 'config': config_path, 'bytes': profiling.artifact_bytes(path)}
+
+
+# --------------------------------------------------------------- artifact
+def masks_from_zeros(params):
+  """Pruning masks as the saved weights imply them: 0 where a weight is 0."""
+  return jax.tree.map(lambda p: (np.asarray(p) != 0).astype(np.float32), params)
+
+
+def export_artifact(model_config: ml_collections.ConfigDict, params, directory: str,
+                    *, quant_config=None,
+                    calibration_batches: Optional[Iterable[Any]] = None
+                    ) -> Dict[str, Any]:
+  """Shrinks (ViT) and quantizes; saves with its config. Returns sizes and widths."""
+  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import structure  # pylint: disable=g-import-not-at-top
+  before = models.count_params(params)
+  if model_config.get('family') == 'vit':
+    params, model_config = structure.shrink(params, masks_from_zeros(params),
+                                            model_config)
+  shrunk = models.count_params(params)
+  if quant_config is None or quant_config.get('mode') != 'ptq':
+    quant_config = {'mode': 'ptq', 'weight_dtype': 'int8'}
+  qparams, qconfig = quantize.quantize(params, model_config, quant_config,
+                                       batches=calibration_batches)
+  sizes = quantize.save_quantized(directory, qparams, qconfig, overwrite=True)
+  t = qconfig.get('transformer')
+  return {'path': directory, 'bytes': profiling.artifact_bytes(directory),
+          'params_before': before, 'params_after_shrink': shrunk,
+          'num_heads': t and t.num_heads, 'mlp_dim': t and t.mlp_dim,
+          'weight_dtype': qconfig.quant.weight_dtype,
+          'act_dtype': qconfig.quant.act_dtype, 'quantization': sizes}
+
+
+# ----------------------------------------------------------------- TFLite
+def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
+                  int8: bool = False,
+                  representative_images: Optional[Iterable[np.ndarray]] = None,
+                  batch_size: int = 1, per_channel: bool = True,
+                  int8_io: bool = False) -> Dict[str, Any]:
+  """Writes a .tflite of a classifier; returns its path, size and op counts."""
+  if model_config.get('family') == 'lit':
+    raise ValueError('TFLite export covers image classifiers; a LiT model has '
+                     'two towers and no class logits.')
+  module = models.build(model_config)
+  size = int(model_config.image_size)
+  blob = tflite.convert(classification.forward_fn(module), params, (size, size, 3),
+                        batch_size=batch_size, int8=int8,
+                        representative_images=representative_images,
+                        per_channel=per_channel, int8_io=int8_io)
+  parent = os.path.dirname(path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(blob)
+  return {'path': path, 'bytes': len(blob), **tflite.describe(blob)}
+
+
+def check_tflite(path: str, model_config: ml_collections.ConfigDict, params,
+                 make_batches) -> Dict[str, Any]:
+  """Interpreter top-1 of the file against the JAX model's on the same batches.
+
+  `make_batches()` returns a fresh iterable of eval batches (it is read twice).
+  """
+  jax_metrics = classification.accuracy(models.build(model_config), params,
+                                        make_batches(), top_k=(1,))
+  lite = tflite.accuracy(path, make_batches())
+  return {'tflite_top1': lite['top1'], 'jax_top1': jax_metrics['top1'],
+          'top1_drop': jax_metrics['top1'] - lite['top1'], 'count': lite['count']}
+
+
+# ---------------------------------------------------------------- the run
+def _representative_images(config, limit: int):
+  """Training images with the eval preprocessing (no augmentation), real ones only."""
+  from vit_compress import data  # pylint: disable=g-import-not-at-top
+  images, seen = [], 0
+  for batch in data.make_eval_iterator(config, split=config.get('train_split', 'train')):
+    real = np.asarray(batch['mask']) > 0
+    chunk = np.asarray(batch['image'])[real]
+    images.append(chunk)
+    seen += len(chunk)
+    if seen >= limit:
+      break
+  return images
+
+
+def _eval_batches(config):
+  from vit_compress import data  # pylint: disable=g-import-not-at-top
+  return lambda: data.make_eval_iterator(config)
+
+
+def _update_summary(out_dir: str, results: Dict[str, Any]) -> Dict[str, Any]:
+  path = os.path.join(out_dir, SUMMARY_FILE)
+  summary = {}
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      summary = json.load(f)
+  summary.update(results)
+  if 'tflite' in summary and 'tflite_int8' in summary:
+    summary['tflite_int8_size_ratio'] = (summary['tflite']['bytes'] /
+                                         summary['tflite_int8']['bytes'])
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(json.dumps(summary, indent=2, default=str))
+  return summary
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        formats: Sequence[str] = ('npz', 'tflite', 'tflite_int8'), *,
+        model_dir: Optional[str] = None, out_dir: Optional[str] = None,
+        num_calibration: int = 256, per_channel: bool = True,
+        check: bool = True) -> Dict[str, Any]:
+  """Exports the saved model of `workdir` in `formats` (config: data and quant)."""
+  unknown = [f for f in formats if f not in FORMATS]
+  if unknown:
+    raise ValueError(f'Unknown export format(s) {unknown}; choose from {list(FORMATS)}.')
+  model_dir = model_dir or find_saved_model(workdir)
+  out_dir = out_dir or os.path.join(workdir, EXPORT_SUBDIR)
+  tf.io.gfile.makedirs(out_dir)
+  model_config, params = load_float_model(model_dir)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.model = model_config
+  results = {}
+  for fmt in formats:
+    logging.info('Exporting %s as %s.', model_dir, fmt)
+    if fmt == 'npz':
+      results[fmt] = export_npz(model_config, params, os.path.join(out_dir, 'model.npz'))
+    elif fmt == 'artifact':
+      quant = config.get('quant')
+      calibration = None
+      if quant is not None and quant.get('act_static'):
+        calibration = (dict(image=x) for x in _representative_images(config, num_calibration))
+      results[fmt] = export_artifact(model_config, params,
+                                     os.path.join(out_dir, 'artifact'),
+                                     quant_config=quant, calibration_batches=calibration)
+    else:
+      int8 = fmt == 'tflite_int8'
+      path = os.path.join(out_dir, 'model_int8.tflite' if int8 else 'model_float.tflite')
+      results[fmt] = export_tflite(
+          model_config, params, path, int8=int8, per_channel=per_channel,
+          representative_images=(_representative_images(config, num_calibration)
+                                 if int8 else None))
+      if check:
+        results[fmt].update(check_tflite(path, model_config, params,
+                                         _eval_batches(config)))
+    logging.info('%s: %s', fmt, results[fmt])
+  return _update_summary(out_dir, results)
+
+
+# -------------------------------------------------------------------- CLI
+def _define_flags():
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config (data, pp strings, quant); default: '
+      'the experiment defaults (digits, 8 px).')
+  flags.DEFINE_string('workdir', None, 'Training workdir holding model/.')
+  flags.DEFINE_list('format', ['npz', 'tflite', 'tflite_int8'],
+                    f'Comma-separated formats: {", ".join(FORMATS)}.')
+  flags.DEFINE_string('model_dir', None, 'Saved model to export (default: {workdir}/model).')
+  flags.DEFINE_string('out_dir', None, 'Output directory (default: {workdir}/export).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (overrides config.data_dir).')
+  flags.DEFINE_integer('num_calibration', 256, 'Training images calibrating int8.')
+  flags.DEFINE_bool('per_channel', True, 'int8 TFLite weights per output channel '
+                    '(more accurate; per-tensor makes a small model\'s file smaller).')
+  flags.DEFINE_bool('check', True, 'Run each TFLite file on the eval split.')
+  flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  config = experiment.complete(f.config) if f.config else experiment.defaults()
+  config = ml_collections.ConfigDict(config.to_dict())
+  if f.data_dir:
+    config.data_dir = f.data_dir
+  summary = run(config, f.workdir, f.format, model_dir=f.model_dir,
+                out_dir=f.out_dir, num_calibration=f.num_calibration,
+                per_channel=f.per_channel, check=f.check)
+  print(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
