@@ -29,7 +29,8 @@ setuptools.setup(
         'sentencepiece>=0.2,<0.3',
         'pillow>=10',
         'importlib_resources>=6',  # TFDS prepares packaged builders with it
-        'tensorboard>=2.18,<3',  # clu's metric writers (event files)
+        'tensorboard>=2.18,<3',
+        'ai-edge-litert>=1.2,<3',  # the TFLite (LiteRT) interpreter  # clu's metric writers (event files)
     ],
     extras_require={
         'test': [

@@ -15,6 +15,7 @@ from vit_compress import optim
 from vit_compress import sharding
 from vit_compress import zoo
 from vit_compress.compress import pruning
+from vit_compress.compress import quantize
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
 
@@ -65,7 +66,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.distill = losses.default_distill_config()
   c.teacher = teacher_defaults()
   c.prune = pruning.default_config()
-  c.quant = _section_defaults('vit_compress.compress.quantize')
+  c.quant = quantize.default_config()
   c.mesh = (('data', -1),)
   c.sharding_rules = 'replicated'
   c.distributed = sharding.default_distributed_config()
@@ -74,11 +75,6 @@ def defaults() -> ml_collections.ConfigDict:
   })
   c.recipe = ml_collections.ConfigDict()  # stages of configs/quickstart.py
   return c
-
-
-def _section_defaults(module_name: str) -> ml_collections.ConfigDict:
-  import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module(module_name).default_config()
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -123,6 +119,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
   pruning.validate(config.prune)
+  quantize.resolve(config.quant)
   accum = config.optim.accum_steps
   if not isinstance(accum, int) or accum < 1 or config.batch_size % accum:
     raise ValueError(f'config.optim.accum_steps={accum!r} must be a positive '

@@ -37,6 +37,7 @@ from vit_compress import optim
 from vit_compress import sharding
 from vit_compress import workdir as workdir_lib
 from vit_compress.compress import pruning
+from vit_compress.compress import quantize
 
 PyTree = Any
 
@@ -88,6 +89,19 @@ def model_outputs(module, model_config, params, batch, *, train: bool,
   if intermediates is not None:
     out['intermediates'] = intermediates
   return out
+
+
+def build_student(config) -> Any:
+  """The model to train; with `config.quant.mode='qat'`, wrapped by qwix so the
+  forward pass fake-quantizes (straight-through gradients, float parameters)."""
+  module = models.build(config.model)
+  if config.quant.mode != 'qat':
+    return module
+  if config.quant.act_static:
+    raise ValueError('config.quant.act_static=True is not trained with QAT here: '
+                     'train with weight-only or dynamic activation quantization, '
+                     'then calibrate static scales on the result (mode ptq).')
+  return quantize.qat_model(module, config.quant)
 
 
 @dataclasses.dataclass
@@ -345,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                  config.model.num_classes, info.num_classes, config.dataset)
     config.model.num_classes = info.num_classes
 
-  module = models.build(config.model)
+  module = build_student(config)
   teacher = load_teacher(config, mesh)
   tx, schedule = optim.make_optimizer(config)
   loss_tx = _loss_optimizer(config)
