@@ -39,3 +39,46 @@ def test_qat_in_the_trainer_then_int4_model_scores_the_same(digits_data_dir,
   np.testing.assert_allclose(module.apply({'params': reloaded}, images),
                              quantize.quantized_model(qconfig).apply(
                                  {'params': qparams}, images), atol=1e-6)
+
+
+def test_ptq_and_low_rank_on_a_digits_trained_model(digits_data_dir, tmp_path):
+  from vit_compress.compress import lowrank  # pylint: disable=g-import-not-at-top
+  base = dict(total_steps=400, checkpoint_every=400,
+              **{'schedule.base_lr': 0.003, 'schedule.warmup_steps': 50})
+  config = digits_config(digits_data_dir, 'Micro_2', **base)
+  float_top1 = train.train_and_evaluate(config, str(tmp_path / 'float'))['accuracy']
+  model_config, params = checkpoint.load_model(str(tmp_path / 'float' / 'model'))
+  config = train.prepare(config)
+  evaluate = lambda module, p: eval_lib.accuracy(
+      module, p, data.make_eval_iterator(config), top_k=(1,))['top1'] / 100
+
+  # Weight-only int8: <= 0.5 points, and the quantized layers >= 3.5x smaller.
+  qparams, qconfig = quantize.quantize(params, model_config, {'mode': 'ptq'})
+  int8_top1 = evaluate(quantize.quantized_model(qconfig), qparams)
+  sizes = quantize.save_quantized(str(tmp_path / 'int8'), qparams, qconfig)
+  # Static W8A8, scales calibrated on training batches: <= 1 point.
+  w8a8 = {'mode': 'ptq', 'act_dtype': 'int8', 'act_static': True,
+          'calibration_batches': 4}
+  train_batches = data.make_train_iterator(config)
+  sparams, sconfig = quantize.quantize(params, model_config, w8a8,
+                                       batches=train_batches)
+  w8a8_top1 = evaluate(quantize.quantized_model(sconfig), sparams)
+  print(f'float {float_top1:.4f}, int8 weights {int8_top1:.4f} '
+        f'(layers {sizes["ratio"]:.2f}x smaller), static W8A8 {w8a8_top1:.4f}')
+  assert abs(int8_top1 - float_top1) <= 0.005
+  assert sizes['ratio'] >= 3.5
+  assert quantize.disk_bytes(str(tmp_path / 'int8')) < 0.5 * quantize.disk_bytes(
+      str(tmp_path / 'float' / 'model'))
+  assert w8a8_top1 >= float_top1 - 0.01
+
+  # Low-rank MLP kernels at half their parameters, then a short fine-tune
+  # through the trainer from the factorized model: within 2 points.
+  lr_params, lr_config = lowrank.factorize(params, model_config, ratio=0.5)
+  checkpoint.save_model(str(tmp_path / 'lowrank'), lr_params, lr_config)
+  tune = digits_config(digits_data_dir, 'Micro_2', total_steps=100,
+                       checkpoint_every=100, init_from=str(tmp_path / 'lowrank'),
+                       **{'schedule.base_lr': 0.001, 'schedule.warmup_steps': 10})
+  tune.model = lr_config
+  tuned_top1 = train.train_and_evaluate(tune, str(tmp_path / 'tuned'))['accuracy']
+  print(f'low-rank after fine-tune {tuned_top1:.4f}')
+  assert tuned_top1 >= float_top1 - 0.02
