@@ -30,6 +30,7 @@ import optax
 
 from vit_compress import checkpoint
 from vit_compress import data
+from vit_compress import eval as eval_lib
 from vit_compress import experiment
 from vit_compress import losses
 from vit_compress import models
@@ -265,23 +266,8 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
   return step_fn
 
 
-def make_eval_step(config, module):
-  """(params, masks, batch) -> sums of correct predictions, loss and examples."""
-  def eval_step(params, batch):
-    out = model_outputs(module, config.model, params, batch, train=False)
-    mask = batch['mask']
-    logits = out['logits']
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    labels = jax.nn.one_hot(batch['label'], logits.shape[-1])
-    xent = -jnp.sum(labels * jax.nn.log_softmax(logits), axis=-1)
-    return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(xent * mask),
-            'count': jnp.sum(mask)}
-  return eval_step
-
-
 def evaluate_zero_shot(config, mesh, module, params, info) -> Dict[str, float]:
   """LiT: zero-shot top-1 over the eval split, prompts from the class names."""
-  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
   m = config.model
   tokenizer = data.get_tokenizer(m.tokenizer, m.max_len, m.get('tokenizer_model'))
   result = eval_lib.zero_shot_accuracy(
@@ -291,16 +277,14 @@ def evaluate_zero_shot(config, mesh, module, params, info) -> Dict[str, float]:
   return {'accuracy': result['top1'] / 100, 'examples': result['count']}
 
 
-def evaluate(config, mesh, eval_step, params) -> Dict[str, float]:
-  """Exact top-1 and loss over the whole eval split (padding masked out)."""
-  totals = None
-  for batch in data.make_eval_iterator(config, mesh):
-    sums = eval_step(params, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals['count'])
-  return {'accuracy': float(totals['correct']) / count,
-          'loss': float(totals['loss']) / count, 'examples': count}
+def evaluate(config, mesh, accuracy, params) -> Dict[str, float]:
+  """Exact top-1 (and top-5) and loss over the eval split, via `eval.accuracy_fn`."""
+  metrics = accuracy(params, data.make_eval_iterator(config, mesh))
+  out = {'accuracy': metrics['top1'] / 100, 'loss': metrics['loss'],
+         'examples': metrics['count']}
+  if 'top5' in metrics:
+    out['top5'] = metrics['top5'] / 100
+  return out
 
 
 # ---------------------------------------------------------------- the loop
@@ -397,7 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     run_eval = functools.partial(evaluate_zero_shot, config, mesh, module, info=info)
   else:
     run_eval = functools.partial(evaluate, config, mesh,
-                                 jax.jit(make_eval_step(config, module)))
+                                 eval_lib.accuracy_fn(module, top_k=(1, 5)))
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
