@@ -36,6 +36,12 @@ def _train(config, workdir):
       f'{k} {v:.4f}' for k, v in metrics.items() if k != 'step'))
 
 
+@MODES.register('recipe')
+def _recipe(config, workdir):
+  from vit_compress import recipe  # pylint: disable=g-import-not-at-top
+  recipe.run(config, workdir)
+
+
 class UserError(Exception):
   """Errors whose message is the whole story (no traceback needed)."""
 

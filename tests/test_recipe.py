@@ -1,0 +1,151 @@
+"""Recipes: the quickstart's stages chained in a workdir, skipped once done,
+resumed after a SIGKILL, with a few training steps (tests/recipe_tiny.py)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import recipe_tiny
+from train_helpers import REPO, subprocess_env
+from vit_compress import checkpoint
+from vit_compress import paths
+from vit_compress import recipe
+from vit_compress import stages
+
+STAGES = ('teacher', 'student', 'shrunk', 'int8', 'report', 'export')
+# What makes two reports the same model results (img/s and bytes are measured).
+SAME = ('name', 'top1', 'agreement', 'loss', 'params', 'nonzero_params', 'flops')
+
+
+def _config(data_dir, order=STAGES):
+  config = recipe_tiny.get_config()
+  config.data_dir = data_dir
+  config.recipe.order = order
+  return config
+
+
+def _report(workdir):
+  with open(os.path.join(workdir, 'report.json')) as f:
+    return [{k: row.get(k) for k in SAME} for row in json.load(f)]
+
+
+@pytest.fixture(scope='module')
+def done(digits_data_dir, tmp_path_factory):
+  """(config, workdir, DONE records) of one uninterrupted tiny recipe."""
+  workdir = str(tmp_path_factory.mktemp('recipe') / 'run')
+  config = _config(digits_data_dir)
+  return config, workdir, recipe.run(config, workdir)
+
+
+def test_each_stage_reads_the_previous_ones_output(done):
+  _, workdir, markers = done
+  assert sorted(markers) == sorted(STAGES)
+  assert markers['student']['inputs'] == {'teacher': markers['teacher']['id']}
+  rows = {r['name']: r for r in json.load(open(os.path.join(workdir, 'report.json')))}
+  teacher, masked = rows['teacher'], rows['student (masked)']
+  shrunk, int8 = rows['student shrunk'], rows['student shrunk int8']
+  # Shrinking removes exactly the zeros that pruning left: same predictions.
+  assert shrunk['top1'] == masked['top1'] and shrunk['loss'] == pytest.approx(
+      masked['loss'], rel=1e-5)
+  assert shrunk['params'] == masked['nonzero_params'] < masked['params']
+  assert markers['shrunk']['metrics']['num_heads'] == [2, 2]     # 4 heads, half pruned
+  assert markers['shrunk']['metrics']['mlp_dim'] == [128, 128]   # 256 neurons, half
+  # int8 is int8 on disk: every quantized kernel is stored as int8 values.
+  _, stored = checkpoint.load_model(os.path.join(workdir, 'int8', 'model'))
+  flat = dict(paths.flatten_with_paths(stored))
+  qvalues = [v for k, v in flat.items() if k.endswith('/qvalue')]
+  assert len(qvalues) == 2 * 6 and all(v.dtype == np.int8 for v in qvalues)
+  assert int8['params'] == shrunk['params']
+  assert int8['bytes'] < shrunk['bytes'] < teacher['bytes']
+  assert rows['teacher + ToMe r=2']['flops'] < teacher['flops']
+  assert all(r['timing_rounds'] == 2 and r['img_per_s'] == r['img_per_s_b32'] > 0
+             for r in rows.values())
+  assert 'agreement' not in teacher and 0 <= masked['agreement'] <= 100
+  files = sorted(os.listdir(os.path.join(workdir, 'export')))
+  assert {'model.npz', 'model_float.tflite', 'model_int8.tflite'} <= set(files)
+  assert {'report.json', 'report.md', 'pareto.png'} <= set(os.listdir(workdir))
+
+
+def test_a_rerun_skips_every_completed_stage(done, monkeypatch):
+  config, workdir, markers = done
+  report_json = open(os.path.join(workdir, 'report.json')).read()
+  stamps = {n: os.path.getmtime(recipe.marker_path(workdir, n)) for n in STAGES}
+
+  def must_not_run(context):
+    raise AssertionError(f'stage {context.name} ran again')
+  for kind in stages.STAGES.names():
+    monkeypatch.setattr(stages.STAGES.get(kind), 'run', must_not_run)
+  assert recipe.run(config, workdir) == markers
+  assert open(os.path.join(workdir, 'report.json')).read() == report_json
+  assert {n: os.path.getmtime(recipe.marker_path(workdir, n)) for n in STAGES} == stamps
+
+
+def test_a_done_stage_whose_settings_changed_is_refused(done):
+  config, workdir, _ = done
+  config = _config(config.data_dir)
+  config.recipe.stages.student.config.total_steps += 1
+  with pytest.raises(ValueError, match=r"'student'.*config\.total_steps 40 -> 41.*"
+                     r'Delete .*student'):
+    recipe.run(config, workdir)
+  config = _config(config.data_dir)
+  config.seed = 1   # shared by every stage
+  with pytest.raises(ValueError, match=r"'teacher'.*another shared"):
+    recipe.run(config, workdir)
+
+
+def test_bad_recipes_fail_before_any_stage_runs(tmp_path):
+  def fails(edit, match):
+    config = _config('/nonexistent')
+    edit(config.recipe)
+    with pytest.raises(ValueError, match=match):
+      recipe.run(config, str(tmp_path))
+  fails(lambda r: setattr(r, 'order', ('teacher', 'studnet')),
+        r"Unknown stage .*'studnet'.*Did you mean 'student'")
+  fails(lambda r: setattr(r, 'order', ('student', 'teacher')),
+        r"stages\.student refers to 'stage:teacher', which is not a stage before")
+  fails(lambda r: r.stages.shrunk.update(kind='shrnk'),
+        r"Unknown recipe stage kind 'shrnk'.*Did you mean 'shrink'")
+  fails(lambda r: r.stages.int8.update(qaunt={}),
+        r"config\.recipe\.stages\.int8.*'qaunt'")
+  fails(lambda r: r.stages.student.config.update(total_step=5),
+        r"stages\.student\.config.*'total_step'")
+  fails(lambda r: r.stages.report.update(variants=[{'name': 'x'}]),
+        r"variants\[0\] needs a 'name' and a 'model'")
+  assert os.listdir(tmp_path) == []
+
+
+def test_sigkill_mid_training_then_rerun_gives_the_same_report(done, tmp_path):
+  config, _, _ = done
+  reference = _report(done[1])
+  workdir = tmp_path / 'killed'
+  cmd = [sys.executable, '-m', 'vit_compress.main',
+         f'--config={REPO}/tests/recipe_tiny.py', f'--workdir={workdir}',
+         f'--config.data_dir={config.data_dir}',
+         "--config.recipe.order=('teacher', 'student', 'shrunk', 'int8', 'report')"]
+  proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # SIGKILL (no clean-up) once the student has saved its first checkpoint.
+  first = workdir / 'student' / 'checkpoints' / str(recipe_tiny.CHECKPOINT_EVERY)
+  deadline = time.time() + 240
+  while not first.is_dir() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert (workdir / 'teacher' / 'DONE').exists()
+  assert not (workdir / 'student' / 'DONE').exists()  # it really was interrupted
+
+  rerun = subprocess.run(cmd, env=subprocess_env(), cwd=REPO, capture_output=True,
+                         text=True, timeout=240)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert re.search(r'\[1/5\] teacher: done already, skipped', rerun.stderr)
+  resumed_from = re.search(r'Training Micro_2-2L on digits from step (\d+)',
+                           rerun.stderr)
+  assert int(resumed_from.group(1)) >= recipe_tiny.CHECKPOINT_EVERY
+  assert _report(workdir) == reference
+  assert '| student shrunk int8 |' in rerun.stdout  # the table is printed

@@ -1,0 +1,333 @@
+"""The kinds of stage a recipe chains: train, shrink, quantize, report, export.
+
+Each kind is registered by name with the settings it accepts (their
+defaults) and a function that runs it. A stage reads its inputs (paths, with
+'stage:NAME' references already resolved by `recipe`) and writes into its
+own directory; it returns {'output': path, 'metrics': {...}} for the stage's
+DONE marker. Settings:
+
+  train     config: overrides of the recipe's shared experiment config
+            (data, pp, batch sizes) -> a full experiment config, trained by
+            `train.train_and_evaluate` in the stage directory (so it resumes
+            from its checkpoints); output: the trained model, `<stage>/model`.
+  shrink    input: a structurally pruned saved model -> pruned heads,
+            neurons and layers removed (`compress.shrink`); `<stage>/model`.
+  quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
+            -> integer weights saved with their config (reloads alone with
+            `quantize.load_quantized`); `<stage>/model`.
+  report    variants: [{'name', 'model' (a saved model), 'tome_r'}], scored
+            on the same eval split (config: overrides of the shared data
+            settings): top-1, agreement with the first variant, params, bytes
+            on disk, FLOPs, img/s measured at `batch_sizes` (median of
+            `repeats` runs, then of `rounds` rounds over all variants) ->
+            report.json, report.md and pareto.png in the recipe's workdir.
+  export    input: a float saved model; formats: of `export.FORMATS` ->
+            model.npz (vit_jax layout) and .tflite files (int8 calibrated on
+            `num_calibration` training images) in `<stage>/`.
+"""
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from vit_compress.config_sections import to_dict
+from vit_compress.config_sections import with_defaults
+from vit_compress.registry import Registry
+
+MODEL_SUBDIR = 'model'   # where train, shrink and quantize stages put their model
+_SECTIONS_REPLACED_WHOLE = ('model',)  # a model override is a whole model
+
+
+@dataclasses.dataclass
+class Context:
+  """What a stage's function gets: its settings, directory and the shared config."""
+  name: str
+  settings: ml_collections.ConfigDict   # references resolved to paths
+  directory: str                        # workdir/<name>
+  workdir: str                          # the recipe's workdir
+  base: ml_collections.ConfigDict       # the recipe's shared experiment config
+
+
+@dataclasses.dataclass
+class StageKind:
+  defaults: Callable[[], Dict[str, Any]]  # every setting with its default
+  run: Callable[[Context], Dict[str, Any]]
+  output: Callable[[str, str], str]       # (workdir, stage name) -> its main output
+  # (settings, shared config, 'config.recipe.stages.NAME') -> raises if bad;
+  # runs before any stage does, so reads no data and compiles nothing.
+  check: Callable[[Any, Any, str], None]
+
+
+STAGES: Registry[StageKind] = Registry('recipe stage kind')
+
+
+def _in_model_subdir(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name, MODEL_SUBDIR)
+
+
+def experiment_config(base: ml_collections.ConfigDict, overrides: Any
+                      ) -> ml_collections.ConfigDict:
+  """The shared config with a stage's overrides: sections merge key by key."""
+  merged = to_dict(base)
+  merged.pop('recipe', None)
+  merged['mode'] = 'train'
+  for key, value in to_dict(overrides).items():
+    if key in ('mode', 'recipe'):
+      raise ValueError(f'A stage config cannot set {key!r}: it is a training '
+                       'config inside the recipe.')
+    if isinstance(value, ml_collections.ConfigDict):
+      value = value.to_dict()
+    old = merged.get(key)
+    if (isinstance(old, dict) and isinstance(value, dict)
+        and key not in _SECTIONS_REPLACED_WHOLE):
+      value = {**old, **value}
+    merged[key] = value
+  return ml_collections.ConfigDict(merged, type_safe=False)
+
+
+def checked_experiment_config(base, overrides, where: str):
+  """`experiment_config`, completed and validated; errors name the stage."""
+  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  try:
+    config = experiment.complete(experiment_config(base, overrides))
+    experiment.validate(config)
+  except (ValueError, KeyError, TypeError) as e:
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    raise ValueError(f'{where}: {message}') from None
+  return config
+
+
+def _check_input(settings, where: str) -> None:
+  if not settings.input:
+    raise ValueError(f"{where}.input is not set: a saved model directory or "
+                     "'stage:NAME' of an earlier stage.")
+
+
+def _saved_model(path: str, where: str) -> str:
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  if not checkpoint.is_saved_model(path):
+    raise FileNotFoundError(f'{where}: {path} is not a saved model directory '
+                            '(no model_config.json).')
+  return path
+
+
+# ------------------------------------------------------------------- train
+def _train(ctx: Context) -> Dict[str, Any]:
+  from vit_compress import train  # pylint: disable=g-import-not-at-top
+  config = experiment_config(ctx.base, ctx.settings.config)
+  metrics = train.train_and_evaluate(config, ctx.directory)
+  if metrics['step'] < config.total_steps:   # stopped by SIGTERM
+    raise InterruptedError(f'Stage {ctx.name!r} stopped at step {metrics["step"]} '
+                           f'of {config.total_steps}; rerun to resume.')
+  return {'output': _in_model_subdir(ctx.workdir, ctx.name), 'metrics': metrics}
+
+
+STAGES.register('train')(StageKind(
+    defaults=lambda: {'config': {}}, run=_train, output=_in_model_subdir,
+    check=lambda s, base, where: checked_experiment_config(
+        base, s.config, f'{where}.config')))
+
+
+# ------------------------------------------------------------------ shrink
+def _shrink(ctx: Context) -> Dict[str, Any]:
+  from vit_compress.compress import shrink  # pylint: disable=g-import-not-at-top
+  source = _saved_model(ctx.settings.input, f'stage {ctx.name!r} input')
+  out = _in_model_subdir(ctx.workdir, ctx.name)
+  config, before, after = shrink.shrink_saved_model(source, out)
+  t = config.transformer
+  return {'output': out, 'metrics': {
+      'params_before': before, 'params_after': after,
+      'num_heads': np.broadcast_to(t.num_heads, (t.num_layers,)).tolist(),
+      'mlp_dim': np.broadcast_to(t.mlp_dim, (t.num_layers,)).tolist()}}
+
+
+STAGES.register('shrink')(StageKind(
+    defaults=lambda: {'input': None}, run=_shrink, output=_in_model_subdir,
+    check=lambda s, base, where: _check_input(s, where)))
+
+
+# ---------------------------------------------------------------- quantize
+def _calibration_batches(config, limit: int):
+  """Training images with the eval preprocessing (no augmentation)."""
+  from vit_compress import data  # pylint: disable=g-import-not-at-top
+  for i, batch in enumerate(data.make_eval_iterator(config, split=config.train_split)):
+    if i == limit:
+      return
+    real = np.asarray(batch['mask']) > 0
+    yield {'image': np.asarray(batch['image'])[real]}
+
+
+def _quantize(ctx: Context) -> Dict[str, Any]:
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
+  from vit_compress.eval import profiling  # pylint: disable=g-import-not-at-top
+  source = _saved_model(ctx.settings.input, f'stage {ctx.name!r} input')
+  model_config, params = checkpoint.load_model(source)
+  if model_config.get('quant') is not None:
+    raise ValueError(f'Stage {ctx.name!r}: {source} is already quantized; '
+                     'quantize the float model it came from.')
+  qc = quantize.resolve(dict(to_dict(ctx.settings.quant), mode='ptq'))
+  batches = None
+  if qc.act_static:
+    config = experiment_config(ctx.base, {'model': model_config})
+    batches = _calibration_batches(config, qc.calibration_batches)
+  qparams, qconfig = quantize.quantize(params, model_config, qc, batches=batches)
+  out = _in_model_subdir(ctx.workdir, ctx.name)
+  sizes = quantize.save_quantized(out, qparams, qconfig, overwrite=True)
+  return {'output': out, 'metrics': {
+      'weight_dtype': qc.weight_dtype, 'act_dtype': qc.act_dtype,
+      'kernels_smaller': sizes['ratio'], 'bytes': profiling.artifact_bytes(out),
+      'float_bytes': profiling.artifact_bytes(source)}}
+
+
+def _check_quantize(settings, base, where: str) -> None:
+  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
+  del base
+  _check_input(settings, where)
+  try:
+    quantize.resolve(dict(to_dict(settings.quant), mode='ptq'))
+  except ValueError as e:
+    raise ValueError(f'{where}.quant: {e}') from None
+
+
+STAGES.register('quantize')(StageKind(
+    defaults=lambda: {'input': None, 'quant': {'weight_dtype': 'int8'}},
+    run=_quantize, output=_in_model_subdir, check=_check_quantize))
+
+
+# ------------------------------------------------------------------ report
+REPORT_JSON = 'report.json'   # beside it, report.md and pareto.png (eval.write_report)
+_VARIANT_DEFAULTS = {'name': None, 'model': None, 'tome_r': 0}
+
+
+def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
+  """The report's variants, each completed from its defaults and checked."""
+  out = [with_defaults(v, ml_collections.ConfigDict(_VARIANT_DEFAULTS),
+                       f'{where}.variants[{i}]')
+         for i, v in enumerate(settings.variants or ())]
+  if not out:
+    raise ValueError(f"{where}.variants is empty: list the models to compare, "
+                     "e.g. [{'name': 'teacher', 'model': 'stage:teacher'}].")
+  for i, v in enumerate(out):
+    if not v.name or not v.model:
+      raise ValueError(f"{where}.variants[{i}] needs a 'name' and a 'model' (a "
+                       "saved model directory or 'stage:NAME').")
+  return out
+
+
+def _load_variant(variant):
+  """(module, params) of a float or quantized saved model, with its tome_r."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import models  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
+  path = _saved_model(variant.model, f'report variant {variant.name!r}')
+  model_config, params = checkpoint.load_model(path)
+  quantized = model_config.get('quant') is not None
+  if quantized:
+    _, params, model_config = quantize.load_quantized(path)
+  if variant.tome_r:  # token merging needs no training: set it and run
+    if model_config.get('family') != 'vit':
+      raise ValueError(f'Report variant {variant.name!r}: tome_r needs a ViT; '
+                       f'{path} is a {model_config.get("family")!r} model.')
+    model_config.tome_r = variant.tome_r
+  if quantized:
+    return quantize.quantized_model(model_config), params
+  return models.build(model_config), params
+
+
+def _eval_batches(config) -> List[Dict[str, np.ndarray]]:
+  """The eval split once, as host arrays every variant is scored on."""
+  from vit_compress import data  # pylint: disable=g-import-not-at-top
+  keep = ('image', 'label', 'labels', 'mask')
+  return [{k: np.asarray(v) for k, v in batch.items() if k in keep}
+          for batch in data.make_eval_iterator(config)]
+
+
+def _timing_rounds(rows, loaded, batches, rounds: int, timing) -> None:
+  """Throughput as the median over `rounds` rounds that time every variant in
+  turn: load from other processes then slows all variants alike instead of
+  whichever was being timed when it came."""
+  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  measured = [[row] for row in rows]
+  for i in range(1, rounds):
+    logging.info('Timing round %d of %d.', i + 1, rounds)
+    for runs, (forward, params) in zip(measured, loaded):
+      runs.append(eval_lib.profile(forward, params, batches, **timing))
+  for row, runs in zip(rows, measured):
+    for b in timing['batch_sizes']:
+      speed = float(np.median([r[f'img_per_s_b{b}'] for r in runs]))
+      row[f'img_per_s_b{b}'], row[f'latency_ms_b{b}'] = speed, 1e3 * b / speed
+    row['img_per_s'] = row[f'img_per_s_b{row["batch_size"]}']
+    row['timing_rounds'] = rounds
+
+
+def _check_report(settings, base, where: str) -> None:
+  checked_experiment_config(base, settings.config, f'{where}.config')
+  variants(settings, where)
+
+
+def _report(ctx: Context) -> Dict[str, Any]:
+  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  s = ctx.settings
+  config = checked_experiment_config(ctx.base, s.config, f'stage {ctx.name!r}')
+  batches = _eval_batches(config)
+  timing = dict(batch_sizes=tuple(s.batch_sizes), repeats=s.repeats,
+                min_run_s=s.min_run_s)
+  rows, loaded, reference = [], [], {}  # agreement: with the first variant
+  for variant in variants(s, f'stage {ctx.name!r}'):
+    module, params = _load_variant(variant)
+    # One function object per variant: jax reuses its compilations in every round.
+    forward = eval_lib.forward_fn(module)
+    logging.info('Scoring %s (%s).', variant.name, variant.model)
+    row = eval_lib.score_variant(variant.name, forward, params, batches,
+                                 artifact=variant.model, **reference, **timing)
+    row['artifact'] = os.path.relpath(variant.model, ctx.workdir)
+    if variant.tome_r:
+      row['tome_r'] = variant.tome_r
+    reference = reference or {'teacher': forward, 'teacher_params': params}
+    rows.append(row)
+    loaded.append((forward, params))
+  _timing_rounds(rows, loaded, batches[:1], s.rounds, timing)
+  paths = eval_lib.write_report(rows, ctx.workdir, title=s.title)
+  return {'output': paths['json'], 'metrics': {
+      r['name']: {'top1': r['top1'], 'img_per_s': r['img_per_s'], 'bytes': r['bytes']}
+      for r in rows}}
+
+
+STAGES.register('report')(StageKind(
+    defaults=lambda: {'variants': [], 'config': {}, 'batch_sizes': (1, 256),
+                      'repeats': 5, 'min_run_s': 0.1, 'rounds': 3,
+                      'title': 'Compression report'},
+    run=_report, output=lambda workdir, name: os.path.join(workdir, REPORT_JSON),
+    check=_check_report))
+
+
+# ------------------------------------------------------------------ export
+def _export(ctx: Context) -> Dict[str, Any]:
+  from vit_compress import export  # pylint: disable=g-import-not-at-top
+  s = ctx.settings
+  source = _saved_model(s.input, f'stage {ctx.name!r} input')
+  config = checked_experiment_config(ctx.base, s.config, f'stage {ctx.name!r}')
+  summary = export.run(config, ctx.directory, tuple(s.formats), model_dir=source,
+                       out_dir=ctx.directory, num_calibration=s.num_calibration)
+  return {'output': ctx.directory, 'metrics': summary}
+
+
+def _check_export(settings, base, where: str) -> None:
+  from vit_compress import export  # pylint: disable=g-import-not-at-top
+  _check_input(settings, where)
+  checked_experiment_config(base, settings.config, f'{where}.config')
+  unknown = [f for f in settings.formats if f not in export.FORMATS]
+  if unknown:
+    raise ValueError(f'{where}.formats: unknown {unknown}; choose from '
+                     f'{list(export.FORMATS)}.')
+
+
+STAGES.register('export')(StageKind(
+    defaults=lambda: {'input': None, 'config': {},
+                      'formats': ('npz', 'tflite', 'tflite_int8'),
+                      'num_calibration': 256},
+    run=_export, output=os.path.join, check=_check_export))
