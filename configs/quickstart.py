@@ -23,12 +23,13 @@ settings are top-level (`--config.data_dir=...`); a stage's own ones are
 under `--config.recipe.stages.<stage>.config.<key>` (e.g.
 `--config.recipe.stages.student.config.total_steps=2000`).
 
-Measured on a 2-core CPU (x86, jax 0.10 on CPU) that another process kept
-partly busy: 2 min 35 s wall, 4 min 3 s CPU time (user + sys, both cores),
-so under 5 minutes even with one core free. Training is deterministic; the
+Measured on a 2-core x86 CPU (jax 0.10) shared with other work: 2 min 35 s
+wall with one core mostly free, 3 min 53 s with both cores busy elsewhere;
+3 min 52 s to 4 min 3 s CPU time (user + sys), so under 5 minutes even on a
+single free core. Training is deterministic (same accuracies every run); the
 img/s are medians over interleaved rounds and still move by some 20 % from
 run to run on a shared machine (the int8 student's speed-up was 2.9x-3.8x
-over three runs):
+over four runs):
 
   variant              top-1 %  params   MiB on disk  smaller  img/s (b 256)  faster
   teacher              98.59    202,698  0.81         1.00x     7,048         1.00x

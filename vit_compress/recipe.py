@@ -21,16 +21,16 @@ in `order`. Every stage and setting is checked before the first one runs
 in seconds, not after the teacher has trained.
 
 Each stage writes into workdir/NAME/ and, when it completes, a DONE marker:
-JSON with its output, metrics, seconds, a hash of its settings (and of the
-shared config) and the markers of the stages it read. A rerun skips every
-stage that has one, so an interrupted recipe resumes where it stopped: an
-interrupted train stage from its last checkpoint, any other stage from its
-start. A marker whose settings have changed since, or whose inputs were made
-again, is an error rather than a silent reuse: delete that stage's directory
-(and those of the stages after it) to redo it.
+JSON with its output, metrics and seconds, the settings and shared config it
+was made with, and the ids of the markers of the stages it read. A rerun
+skips every stage that has one, so an interrupted recipe resumes where it
+stopped: an interrupted train stage from its last checkpoint, any other stage
+from its start. A marker whose settings or shared config have changed since
+(keys that a newer version of the code added do not count), or whose inputs
+were made again, is an error rather than a silent reuse: delete that stage's
+directory (and those of the stages after it) to redo it.
 """
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -64,7 +64,7 @@ class Stage:
   settings: ml_collections.ConfigDict   # 'stage:NAME' references resolved
   inputs: List[str]                     # the stages it references
   recorded: Dict[str, Any]              # settings as written ('stage:NAME' kept)
-  shared_hash: str                      # of the shared (top-level) config
+  shared: Dict[str, Any]                # the shared (top-level) config
   output: str
 
 
@@ -90,11 +90,9 @@ def _resolve(value, outputs: Dict[str, str]):
   return value
 
 
-def _shared_hash(config) -> str:
-  """A hash of the shared (top-level) config: every key but the recipe's."""
-  shared = {k: v for k, v in to_dict(config).items() if k not in ('recipe', 'mode')}
-  text = json.dumps(shared, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _json(value):
+  """`value` as its JSON round trip (tuples become lists), for comparisons."""
+  return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def plan(config: ml_collections.ConfigDict, workdir: str) -> List[Stage]:
@@ -106,7 +104,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> List[Stage]:
                      "order, e.g. ('teacher', 'student', 'report').")
   defined = to_dict(recipe.stages)
   outputs, planned = {}, []
-  shared_hash = _shared_hash(config)
+  shared = _json({k: v for k, v in to_dict(config).items()
+                  if k not in ('recipe', 'mode')})
   for i, name in enumerate(order):
     where = f'config.recipe.stages.{name}'
     if name not in defined:
@@ -130,10 +129,8 @@ def plan(config: ml_collections.ConfigDict, workdir: str) -> List[Stage]:
     resolved = ml_collections.ConfigDict(_resolve(settings.to_dict(), outputs),
                                          type_safe=False)
     outputs[name] = kind.output(workdir, name)
-    recorded = json.loads(json.dumps(dict(settings.to_dict(), kind=kind_name),
-                                     default=str))
     planned.append(Stage(name, kind_name, resolved, sorted(set(inputs)),
-                         recorded, shared_hash, outputs[name]))
+                         _json(dict(raw, kind=kind_name)), shared, outputs[name]))
   for stage in planned:   # what can be checked before anything runs
     stages_lib.STAGES.get(stage.kind).check(
         stage.settings, config, f'config.recipe.stages.{stage.name}')
@@ -177,10 +174,12 @@ def _flat(value, prefix=''):
   return {prefix.rstrip('.'): value}
 
 
-def _differences(before: Optional[Dict], now: Dict) -> str:
-  """'config.total_steps 1000 -> 900, ...' (empty when equal)."""
+def _differences(before: Optional[Dict], now: Dict, common_only=False) -> str:
+  """'config.total_steps 1000 -> 900, ...' (empty when equal). `common_only`
+  ignores keys that one side lacks (a newer version's added defaults)."""
   before, now = _flat(before or {}), _flat(now)
-  keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+  keys = set(before) & set(now) if common_only else set(before) | set(now)
+  keys = sorted(k for k in keys if before.get(k) != now.get(k))
   text = ', '.join(f'{k} {before.get(k)!r} -> {now.get(k)!r}' for k in keys[:4])
   return text + (f' and {len(keys) - 4} more' if len(keys) > 4 else '')
 
@@ -198,10 +197,10 @@ def _check_markers(planned: List[Stage], workdir: str) -> Dict[str, Dict]:
     if changed:
       raise ValueError(f'Stage {stage.name!r} in {workdir} was completed with '
                        f'other settings: {changed}. {redo}')
-    if done.get('shared_hash') != stage.shared_hash:
+    changed = _differences(done.get('shared'), stage.shared, common_only=True)
+    if changed:
       raise ValueError(f'Stage {stage.name!r} in {workdir} was completed with '
-                       'another shared (top-level) config than this recipe '
-                       f'has. {redo}')
+                       f'another shared (top-level) config: {changed}. {redo}')
     for name in stage.inputs:
       upstream = markers.get(name)
       if upstream is None or upstream['id'] != done['inputs'].get(name):
@@ -281,7 +280,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict]:
     record = {'stage': stage.name, 'kind': stage.kind,
               'output': os.path.relpath(result['output'], workdir),
               'metrics': result['metrics'], 'seconds': time.time() - began,
-              'settings': stage.recorded, 'shared_hash': stage.shared_hash,
+              'settings': stage.recorded, 'shared': stage.shared,
               'id': uuid.uuid4().hex,
               'inputs': {n: markers[n]['id'] for n in stage.inputs},
               'finished': time.strftime('%Y-%m-%d %H:%M:%S')}
