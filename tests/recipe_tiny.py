@@ -6,7 +6,7 @@ A config file, so that a test runs it in-process and through
 from configs import quickstart
 
 STEPS = 40
-CHECKPOINT_EVERY = 10   # the student's; the teacher saves at its end only
+CHECKPOINT_EVERY = 10
 
 
 def get_config(arg: str = ''):
@@ -18,7 +18,7 @@ def get_config(arg: str = ''):
   for name in ('teacher', 'student'):
     stages[name].config.total_steps = STEPS
     stages[name].config.schedule.warmup_steps = 5
-  stages.student.config.checkpoint_every = CHECKPOINT_EVERY
+    stages[name].config.checkpoint_every = CHECKPOINT_EVERY
   stages.student.config.prune.end_step = STEPS // 2
   stages.student.config.prune.frequency = 2
   stages.report.batch_sizes = (32,)

@@ -3,8 +3,6 @@ resumed after a SIGKILL, with a few training steps (tests/recipe_tiny.py)."""
 import json
 import logging
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -122,32 +120,43 @@ def test_bad_recipes_fail_before_any_stage_runs(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
-def test_sigkill_mid_training_then_rerun_gives_the_same_report(done, tmp_path,
-                                                               caplog):
+# Where a run is killed: (the stage then running, the file whose appearance
+# triggers SIGKILL). Each rerun goes on from what the previous one left.
+KILL_POINTS = (
+    ('teacher', f'teacher/checkpoints/{recipe_tiny.CHECKPOINT_EVERY}'),
+    ('student', f'student/checkpoints/{recipe_tiny.CHECKPOINT_EVERY}'),
+    ('int8', 'shrunk/DONE'),                 # quantizing
+    ('report', 'int8/DONE'),                 # scoring the variants
+)
+
+
+def _kill_when(cmd, trigger, timeout=240):
+  """Starts cmd and SIGKILLs it (no clean-up) once `trigger` exists."""
+  proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + timeout
+  while not trigger.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.02)
+  running = proc.poll() is None
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert trigger.exists() and running, f'{cmd} ended before {trigger} appeared'
+
+
+def test_sigkill_at_several_points_then_rerun_gives_the_same_report(
+    done, tmp_path, caplog):
   config, reference, _ = done
   order = STAGES[:-1]   # up to the report
   workdir = tmp_path / 'killed'
-  # A recipe that got as far as the student: its teacher stage is done (the
-  # uninterrupted run's, so the two students distil from the same teacher).
-  shutil.copytree(os.path.join(reference, 'teacher'), workdir / 'teacher')
   cmd = [sys.executable, '-m', 'vit_compress.main',
          f'--config={REPO}/tests/recipe_tiny.py', f'--workdir={workdir}',
          f'--config.data_dir={config.data_dir}', f'--config.recipe.order={order}']
-  proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  # SIGKILL (no clean-up) once the student has saved its first checkpoint.
-  first = workdir / 'student' / 'checkpoints' / str(recipe_tiny.CHECKPOINT_EVERY)
-  deadline = time.time() + 240
-  while not first.is_dir() and time.time() < deadline and proc.poll() is None:
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert first.is_dir() and not (workdir / 'student' / 'DONE').exists()
+  for stage, trigger in KILL_POINTS:
+    _kill_when(cmd, workdir / trigger)
+    assert not (workdir / stage / 'DONE').exists()
 
   with caplog.at_level(logging.INFO):
     recipe.run(_config(config.data_dir, order), str(workdir))
-  assert '[1/5] teacher: done already, skipped' in caplog.text
-  resumed_from = re.search(r'Training Micro_2-2L on digits from step (\d+)',
-                           caplog.text)
-  assert int(resumed_from.group(1)) >= recipe_tiny.CHECKPOINT_EVERY
+  for i, name in enumerate(order[:-1]):
+    assert f'[{i + 1}/5] {name}: done already, skipped' in caplog.text
   assert _report(workdir) == _report(reference)

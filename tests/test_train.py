@@ -1,6 +1,8 @@
 """The training loop: accuracy, resume, accumulation, logging, NaN handling."""
-import glob
+import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,11 +45,19 @@ def test_tiny_vit_reaches_95_percent_on_digits(digits_data_dir, tmp_path):
       models.param_shapes(model_config))
 
 
-def test_killed_run_resumes_to_identical_parameters(digits_data_dir, tmp_path):
-  steps = ['--config.total_steps=30', '--config.checkpoint_every=10']
-  run_main(tmp_path / 'straight', digits_data_dir, *steps)
+@pytest.fixture(scope='module')
+def straight_30(digits_data_dir, tmp_path_factory):
+  """A workdir after 30 uninterrupted steps (checkpoints 20 and 30 kept)."""
+  workdir = tmp_path_factory.mktemp('straight_30')
+  train.train_and_evaluate(digits_config(digits_data_dir, total_steps=30),
+                           str(workdir))
+  return workdir
 
+
+def test_killed_run_resumes_to_identical_parameters(digits_data_dir, tmp_path,
+                                                    straight_30):
   # SIGKILL once the step-10 checkpoint is on disk (no chance to clean up).
+  steps = ['--config.total_steps=30', '--config.checkpoint_every=10']
   workdir = tmp_path / 'killed'
   cmd = main_command(workdir, digits_data_dir, *steps, '--config.log_every=1')
   proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO,
@@ -59,9 +69,9 @@ def test_killed_run_resumes_to_identical_parameters(digits_data_dir, tmp_path):
   proc.wait()
   assert not (workdir / 'model').exists()  # it really was interrupted
   run_main(workdir, digits_data_dir, *steps)
-
-  straight, resumed = _params(tmp_path / 'straight'), _params(workdir)
-  jax.tree.map(np.testing.assert_array_equal, straight, resumed)
+  # The same as 30 uninterrupted steps (in-process: the CLI trains the same).
+  jax.tree.map(np.testing.assert_array_equal, _params(straight_30),
+               _params(workdir))
 
 
 def _one_step_params(config, batch):
@@ -129,21 +139,36 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before == ['10', '20']
 
 
-def test_workdir_of_another_model_is_refused_and_untouched(digits_data_dir, tmp_path):
-  train.train_and_evaluate(digits_config(digits_data_dir), str(tmp_path))
-  listing = sorted(glob.glob(str(tmp_path / '**'), recursive=True))
-  with pytest.raises(ValueError, match="holds checkpoints of model 'Nano_2'.*Micro_2"):
-    train.train_and_evaluate(digits_config(digits_data_dir, 'Micro_2'),
-                             str(tmp_path))
-  assert sorted(glob.glob(str(tmp_path / '**'), recursive=True)) == listing
+def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(
+    digits_data_dir, tmp_path, straight_30, caplog):
+  # The straight run as if it had stopped just after saving step 30, ...
+  workdir = tmp_path / 'run'
+  shutil.copytree(straight_30, workdir)
+  shutil.rmtree(workdir / 'model')
+  # ... with garbage over every file of that last train state (a disk error,
+  # a copy cut short): it cannot be read back.
+  files = [p for p in (workdir / 'checkpoints' / '30' / 'state').rglob('*')
+           if p.is_file()]
+  assert files
+  for path in files:
+    path.write_bytes(b'\x00garbage' * 7)
+
+  with caplog.at_level(logging.WARNING):
+    resumed = train.train_and_evaluate(
+        digits_config(digits_data_dir, total_steps=30), str(workdir))
+  assert re.search(r'Checkpoint at step 30 is unreadable.*moved to '
+                   r'.*unreadable_checkpoints/30, trying the previous', caplog.text)
+  assert resumed['step'] == 30
+  assert (workdir / 'unreadable_checkpoints' / '30' / 'state').is_dir()
+  # Steps 21..30 re-run from step 20: the same parameters as never failing.
+  jax.tree.map(np.testing.assert_array_equal, _params(straight_30),
+               _params(workdir))
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(
-    digits_data_dir, tmp_path):
+    digits_data_dir, tmp_path, straight_30):
   import threading  # pylint: disable=g-import-not-at-top
   config = lambda: digits_config(digits_data_dir, total_steps=30, log_every=1)
-  train.train_and_evaluate(config(), str(tmp_path / 'straight'))
-
   workdir = tmp_path / 'preempted'
 
   def preempt_after_first_checkpoint():
@@ -160,5 +185,5 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_identically(
 
   resumed = train.train_and_evaluate(config(), str(workdir))
   assert resumed['step'] == 30
-  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / 'straight'),
+  jax.tree.map(np.testing.assert_array_equal, _params(straight_30),
                _params(workdir))

@@ -88,7 +88,10 @@ def read_npz(path: str) -> Flat:
       with data:
         return {key: data[key] for key in data.files}
     except (ValueError, OSError) as e:  # object arrays need pickle: refused
-      raise ValueError(f'{path} is not an .npz file of plain arrays ({e}).') from None
+      raise ValueError(
+          f'{path} is not an .npz file of plain arrays ({e}). Files holding '
+          'Python objects are never unpickled: save the parameters with '
+          'np.savez as numeric arrays.') from None
 
 
 def export_npz(path: str, params: PyTree, names: str = 'pre_linen') -> None:

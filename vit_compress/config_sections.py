@@ -36,6 +36,27 @@ def with_defaults(section: Optional[Any], defaults: ml_collections.ConfigDict,
   for key in values:
     if key not in known:
       raise ValueError(unknown_name_message(f'key in {where}:', key, known))
+    check_type(values[key], known[key], f'{where}.{key}')
   # A plain-dict merge: the user's value wins whatever its type (None for a
   # float, a list for a tuple), which ConfigDict's type checks would refuse.
   return ml_collections.ConfigDict({**known, **values})
+
+
+def _kind(value) -> Optional[str]:
+  if isinstance(value, bool):
+    return 'True or False'
+  if isinstance(value, (int, float)):
+    return 'a number'
+  if isinstance(value, str):
+    return 'a string'
+  return None   # containers and placeholders: checked where they are read
+
+
+def check_type(value: Any, default: Any, where: str) -> None:
+  """A value of another kind than its default's (a number as a string, ...)
+  is an error naming the key; None is always allowed (it means "off")."""
+  expected = _kind(default)
+  if value is None or expected is None or _kind(value) == expected:
+    return
+  raise ValueError(f'{where}={value!r} must be {expected} (its default is '
+                   f'{default!r}).')

@@ -16,10 +16,11 @@ from vit_compress import sharding
 from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import quantize
+from vit_compress.config_sections import check_type
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
 
-_MODES = ('train', 'eval', 'export', 'recipe')
+_MODES = ('train', 'recipe')  # main.MODES
 
 
 def teacher_defaults() -> ml_collections.ConfigDict:
@@ -91,6 +92,8 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if key in ('optim', 'schedule', 'distill', 'teacher', 'prune', 'quant',
                'distributed', 'lit'):
       value = with_defaults(value, base[key], f'config.{key}')
+    else:
+      check_type(value, base[key], f'config.{key}')
     out[key] = value
   if isinstance(out.model, str):
     out.model = zoo.get(out.model)

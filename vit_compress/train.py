@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorflow as tf
 
 from vit_compress import checkpoint
 from vit_compress import data
@@ -118,6 +119,7 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
   if not losses.needs_teacher(config):
     return None
   tc = config.teacher
+  _require_exists(tc.checkpoint, 'config.teacher.checkpoint')
   if checkpoint.is_saved_model(tc.checkpoint):
     model_config, params = checkpoint.load_model(tc.checkpoint)
   else:
@@ -356,17 +358,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   init_fn = make_init_fn(config, module, teacher, tx, loss_tx, example)
   abstract = jax.eval_shape(init_fn, jax.random.key(config.seed))
   state_shardings = sharding.param_shardings(abstract, mesh, config.sharding_rules)
-  workdir_lib.check_identity(workdir, config.model, abstract['params'])
-  manager = workdir_lib.make_manager(workdir, config.keep_checkpoints,
-                                     config.best_metric)
-  state, _ = workdir_lib.restore_latest(manager, jax.tree.map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      abstract, state_shardings))
-  if state is None:
+  def fresh_state():
     state = jax.jit(init_fn, out_shardings=state_shardings)(
         jax.random.key(config.seed))
     if config.init_from:
       state = _init_from_checkpoint(config, state, state_shardings)
+    return state
+  # A new run reads `init_from` before writing anything, so a checkpoint that
+  # does not fit leaves no half-made workdir behind.
+  state = None if workdir_lib.has_checkpoints(workdir) else fresh_state()
+  workdir_lib.check_identity(workdir, config.model, abstract['params'])
+  manager = workdir_lib.make_manager(workdir, config.keep_checkpoints,
+                                     config.best_metric)
+  restored, _ = workdir_lib.restore_latest(manager, jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      abstract, state_shardings))
+  if restored is not None:
+    state = restored
+  elif state is None:   # every checkpoint was unreadable
+    state = fresh_state()
   start_step = int(jax.device_get(state['step']))
 
   batch_sharding = data.batch_sharding(mesh)
@@ -435,6 +445,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   manager.wait_until_finished()
   writer.flush()
   final_step = int(jax.device_get(state['step']))
+  if not eval_metrics and final_step == config.total_steps:
+    # Resumed from the last checkpoint (killed before the model was saved):
+    # no step ran here, so evaluate what is saved.
+    eval_metrics = run_eval(_eval_params(state))
   if final_step == config.total_steps:  # on every process: saving is collective
     _save_final_model(config, workdir, state, eval_metrics)
   result = dict(eval_metrics, step=final_step)
@@ -474,8 +488,16 @@ def _to_host(tree):
   return jax.tree.map(fetch, tree)
 
 
+def _require_exists(path: str, key: str) -> None:
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f'{key}={path!r} does not exist: give a vit_jax / big_vision .npz file '
+        'or a directory written by training (workdir/model); gs:// paths work.')
+
+
 def _init_from_checkpoint(config, state, state_shardings):
   """Starts the student from a pretrained checkpoint (posemb resized, head reset)."""
+  _require_exists(config.init_from, 'config.init_from')
   params = _to_host(state['params'])  # on every process
   loaded = checkpoint.load_pretrained(config.init_from, config.model, params,
                                       into=config.init_into)

@@ -4,6 +4,7 @@
       model_config.json   the model the checkpoints belong to (written once)
       param_shapes.json   its parameter shapes: the identity a restart checks
       checkpoints/<step>/ orbax: 'state' (the whole train state) + 'meta' (JSON)
+      unreadable_checkpoints/<step>/  any that failed to restore, set aside
 
 Saves are asynchronous (orbax copies device arrays to host before `save`
 returns, so the next step may donate them). The latest `keep` checkpoints are
@@ -53,9 +54,12 @@ def check_identity(workdir: str, model_config: ml_collections.ConfigDict,
         saved_name = json.load(f).get('name', '?')
       differing = sorted(k for k in set(saved) | set(current)
                          if saved.get(k) != current.get(k))
+      name = model_config.get('name', '?')
+      whose = (f'model {saved_name!r}, not of {name!r}' if saved_name != name
+               else f'a {name!r} whose parameters have other shapes than this '
+               "config's")
       raise WorkdirMismatchError(
-          f'{workdir} holds checkpoints of model {saved_name!r}, not of '
-          f'{model_config.get("name", "?")!r} (parameters differ, e.g. '
+          f'{workdir} holds checkpoints of {whose} (differing: '
           f'{", ".join(differing[:3])}). Nothing was written: use a new '
           '--workdir, or delete this one to start over.')
     return
@@ -65,6 +69,15 @@ def check_identity(workdir: str, model_config: ml_collections.ConfigDict,
       f.write(model_config.to_json(indent=1))
     with tf.io.gfile.GFile(shapes_path, 'w') as f:
       json.dump(current, f)
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """Whether a run saved any step here (readable or not) — without creating
+  anything, unlike a CheckpointManager."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not tf.io.gfile.isdir(directory):
+    return False
+  return any(name.rstrip('/').isdigit() for name in tf.io.gfile.listdir(directory))
 
 
 def make_manager(workdir: str, keep: int = 3, best_metric: Optional[str] = None,
@@ -97,12 +110,32 @@ def save(manager: ocp.CheckpointManager, step: int, state, meta: Dict[str, Any],
   return saved
 
 
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves an unreadable checkpoint out of the way of the run, which will save
+  that step again, into workdir/unreadable_checkpoints/ (nothing is deleted)."""
+  source = os.path.join(str(manager.directory), str(step))
+  target_dir = os.path.join(os.path.dirname(str(manager.directory)),
+                            'unreadable_checkpoints')
+  target = os.path.join(target_dir, str(step))
+  if jax.process_index() == 0:
+    tf.io.gfile.makedirs(target_dir)
+    suffix = 0
+    while tf.io.gfile.exists(target):   # set aside before, by an earlier run
+      suffix += 1
+      target = os.path.join(target_dir, f'{step}.{suffix}')
+    tf.io.gfile.rename(source, target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+  manager.reload()
+  return target
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   """(state, meta) of the newest readable checkpoint, or (None, None).
 
   A checkpoint that cannot be read (a crash mid-write on a filesystem without
-  atomic renames, a corrupted file) is skipped with a warning, falling back
-  to the one before it.
+  atomic renames, a corrupted file) is moved aside with a warning, falling
+  back to the one before it.
   """
   for step in sorted(manager.all_steps(), reverse=True):
     try:
@@ -110,8 +143,10 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
           state=ocp.args.StandardRestore(abstract_state),
           meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
-      logging.warning('Checkpoint at step %d is unreadable (%s: %s); trying '
-                      'the previous one.', step, type(e).__name__, e)
+      moved_to = _set_aside(manager, step)
+      logging.warning('Checkpoint at step %d is unreadable (%s: %s); moved to '
+                      '%s, trying the previous one.', step, type(e).__name__, e,
+                      moved_to)
       continue
     logging.info('Resuming from the checkpoint at step %d.', step)
     return restored['state'], restored['meta']

@@ -88,6 +88,7 @@ def _unknown_dataset(name: str, known) -> registry.UnknownNameError:
 
 def _not_prepared(name: str, data_dir: str) -> DatasetNotPreparedError:
   base = name.split(':')[0].split('/')[0]
+  data_dir = str(data_dir)   # TFDS may hand over a path object
   return DatasetNotPreparedError(
       f'TFDS dataset {name!r} is not prepared in {data_dir!r}. Prepare it '
       'once, on a machine with a network connection (TFDS downloads it):\n'

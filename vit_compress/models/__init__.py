@@ -37,6 +37,9 @@ def _build_vit(config, name: Optional[str] = None):
       raise ValueError(f'hidden_size {config.hidden_size} is not divisible by '
                        f'num_heads {num_heads[0]}; set transformer.head_dim.')
     head_dim = config.hidden_size // num_heads[0]
+  mlp_dims = vit_lib.per_layer(t.mlp_dim, layers, 'mlp_dim')
+  mlp_ranks = vit_lib.mlp_ranks(t.get('lowrank'), layers)
+  vit_lib.check_mlp_ranks(mlp_ranks, config.hidden_size, mlp_dims)
   resnet = None
   if config.get('resnet') is not None:
     resnet = {'num_layers': tuple(config.resnet.num_layers),
@@ -47,7 +50,7 @@ def _build_vit(config, name: Optional[str] = None):
       patch_size=tuple(config.patches.size),
       hidden_size=config.hidden_size,
       num_heads=num_heads,
-      mlp_dim=vit_lib.per_layer(t.mlp_dim, layers, 'mlp_dim'),
+      mlp_dim=mlp_dims,
       head_dim=head_dim,
       dropout_rate=t.get('dropout_rate', 0.0),
       attention_dropout_rate=t.get('attention_dropout_rate', 0.0),
@@ -58,7 +61,7 @@ def _build_vit(config, name: Optional[str] = None):
       distill_token=config.get('distill_token', False),
       head_zeroinit=config.get('head_zeroinit', True),
       tome_r=tome_r if isinstance(tome_r, int) else tuple(tome_r),
-      mlp_ranks=vit_lib.mlp_ranks(t.get('lowrank'), layers),
+      mlp_ranks=mlp_ranks,
       remat=config.get('remat', False),
       dtype=jnp.dtype(config.get('dtype', 'float32')),
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')),

@@ -53,6 +53,19 @@ def mlp_ranks(lowrank, num_layers: int) -> Optional[Tuple[Tuple[int, int], ...]]
   return tuple(zip(*ranks))
 
 
+def check_mlp_ranks(ranks, hidden_size: int, mlp_dims: Sequence[int]) -> None:
+  """A factor rank above min(in, out) cannot come from the layer's SVD and
+  costs more than the full kernel: almost surely a mistake."""
+  for layer, (pair, mlp_dim) in enumerate(zip(ranks or (), mlp_dims)):
+    for which, rank in enumerate(pair):
+      full = min(hidden_size, mlp_dim)
+      if rank > full:
+        raise ValueError(
+            f'transformer.lowrank.mlp_rank_{which}={rank} in layer {layer} is '
+            f'larger than the layer it factorises ({hidden_size}x{mlp_dim}, full '
+            f'rank {full}): choose a rank of at most {full}, or 0 for full rank.')
+
+
 class LowRankDense(nn.Module):
   """Dense with a factorised kernel: x @ kernel_a (in, r) @ kernel_b (r, out) + bias.
 
