@@ -1,4 +1,4 @@
-"""The kinds of stage a recipe chains: train, shrink, quantize, report, export.
+"""The kinds of stage a recipe chains: import, train, shrink, quantize, report, export.
 
 Each kind is registered by name with the settings it accepts (their
 defaults) and a function that runs it. A stage reads its inputs (paths, with
@@ -10,6 +10,10 @@ DONE marker. Settings:
             (data, pp, batch sizes) -> a full experiment config, trained by
             `train.train_and_evaluate` in the stage directory (so it resumes
             from its checkpoints); output: the trained model, `<stage>/model`.
+  import    checkpoint: a vit_jax / big_vision .npz (e.g. gs://vit_models/...),
+            model: its zoo name, num_classes: its head's, image_size: the
+            resolution to run at (position embeddings resampled; default the
+            shared config's) -> a saved model, `<stage>/model`.
   shrink    input: a structurally pruned saved model -> pruned heads,
             neurons and layers removed (`compress.shrink`); `<stage>/model`.
   quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
@@ -129,6 +133,44 @@ STAGES.register('train')(StageKind(
     defaults=lambda: {'config': {}}, run=_train, output=_in_model_subdir,
     check=lambda s, base, where: checked_experiment_config(
         base, s.config, f'{where}.config')))
+
+
+# ------------------------------------------------------------------ import
+def _import(ctx: Context) -> Dict[str, Any]:
+  """A public vit_jax / big_vision .npz as a saved model the later stages read."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import models  # pylint: disable=g-import-not-at-top
+  from vit_compress import zoo  # pylint: disable=g-import-not-at-top
+  settings = ctx.settings
+  model_config = zoo.get(settings.model)
+  model_config.image_size = settings.image_size or ctx.base.model.image_size
+  model_config.num_classes = settings.num_classes
+  params = checkpoint.load_npz(settings.checkpoint, model_config)
+  out = _in_model_subdir(ctx.workdir, ctx.name)
+  checkpoint.save_model(out, params, model_config,
+                        extra={'imported_from': settings.checkpoint}, overwrite=True)
+  return {'output': out, 'metrics': {'params': models.count_params(params)}}
+
+
+def _check_import(settings, base, where: str) -> None:
+  from vit_compress import zoo  # pylint: disable=g-import-not-at-top
+  del base
+  if not settings.checkpoint:
+    raise ValueError(f'{where}.checkpoint is not set: a vit_jax or big_vision '
+                     '.npz (local or gs://).')
+  try:
+    zoo.get(settings.model or '')
+  except KeyError as e:
+    raise ValueError(f'{where}.model: {e.args[0]}') from None
+  if not isinstance(settings.num_classes, int) or settings.num_classes < 1:
+    raise ValueError(f'{where}.num_classes={settings.num_classes!r}: give the '
+                     "classes of the checkpoint's head (1000 for ImageNet).")
+
+
+STAGES.register('import')(StageKind(
+    defaults=lambda: {'checkpoint': None, 'model': None, 'image_size': None,
+                      'num_classes': None},
+    run=_import, output=_in_model_subdir, check=_check_import))
 
 
 # ------------------------------------------------------------------ shrink
