@@ -6,9 +6,6 @@ XLA_FLAGS nor jax.distributed leaks into the rest of the test session.
 import collections
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -16,11 +13,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from processes import free_port, results, start_python
 from vit_compress import data
 from vit_compress import registry
 from vit_compress import zoo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PP_TRAIN = 'decode|inception_crop(8)|flip_lr|value_range(-1, 1)|onehot'
 PP_EVAL = 'decode|value_range(-1, 1)|onehot'
 
@@ -57,38 +54,6 @@ def _direct(data_dir, split):
     images.append(tf.constant(rgb).numpy())
     labels.append(ex['label'])
   return _rows(images, labels)
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def _start(code, *args, env=None):
-  """Starts `code` in a fresh interpreter (its own JAX and XLA flags)."""
-  full_env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-              'PYTHONPATH': REPO, **(env or {})}
-  return subprocess.Popen([sys.executable, '-c', code, *map(str, args)],
-                          cwd=REPO, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-
-
-def _results(procs, timeout=150):
-  """The RESULT json line of each process; kills them all on any failure."""
-  try:
-    results = []
-    for proc in procs:
-      out, err = proc.communicate(timeout=timeout)
-      assert proc.returncode == 0, err[-3000:]
-      line = [l for l in out.splitlines() if l.startswith('RESULT ')][-1]
-      results.append(json.loads(line[len('RESULT '):]))
-    return results
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
 
 
 # ------------------------------------------------------------------ splits
@@ -295,7 +260,7 @@ os._exit(0)   # skip TensorFlow's slow interpreter teardown
 
 def test_batches_are_sharded_over_8_forced_cpu_devices(digits_data_dir):
   config = _config(digits_data_dir, batch_size=32, eval_batch_size=40)
-  out, = _results([_start(
+  out, = results([start_python(
       EIGHT_DEVICES, json.dumps(config.to_dict()),
       env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})])
   assert out['shape'] == [32, 8, 8, 3]
@@ -347,9 +312,9 @@ os._exit(0)   # skip TensorFlow's slow interpreter teardown
 
 def test_two_processes_assemble_the_global_batch(digits_data_dir):
   config = _config(digits_data_dir, batch_size=32, eval_batch_size=100)
-  port = _free_port()
-  results = _results([
-      _start(TWO_PROCESSES, port, rank, json.dumps(config.to_dict()))
+  port = free_port()
+  outs = results([
+      start_python(TWO_PROCESSES, port, rank, json.dumps(config.to_dict()))
       for rank in (0, 1)])
   # Expected, computed here in one process: the global batch does not depend
   # on the number of processes (each builds its half of the same batch).
@@ -361,7 +326,7 @@ def test_two_processes_assemble_the_global_batch(digits_data_dir):
     m = np.asarray(b['mask'])
     totals += [float((np.asarray(b['image']) * m[:, None, None, None]).sum()),
                float((np.asarray(b['label']) * m).sum()), m.sum()]
-  for out in results:
+  for out in outs:
     assert out['devices'] == [2, 1]
     assert out['shape'] == [32, 8, 8, 3] and out['local_rows'] == [16]
     np.testing.assert_allclose(out['train'], expected_train, rtol=1e-5)
@@ -369,8 +334,8 @@ def test_two_processes_assemble_the_global_batch(digits_data_dir):
     np.testing.assert_allclose(
         local_sum, train['image'][start:start + 16].sum(), rtol=1e-5)
     np.testing.assert_allclose(out['eval'], totals, rtol=1e-5)
-  assert results[0]['eval'][2] == 355
-  assert {r['local_sums'][0][0] for r in results} == {0, 16}
+  assert outs[0]['eval'][2] == 355
+  assert {r['local_sums'][0][0] for r in outs} == {0, 16}
 
 
 def test_a_process_builds_its_rows_of_the_same_global_batches(

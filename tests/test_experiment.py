@@ -1,5 +1,4 @@
 """Config validation at start-up: clear messages that name the key, before any compile."""
-import os
 
 import jax
 import numpy as np

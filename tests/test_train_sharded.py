@@ -9,17 +9,13 @@ global batch, augmentation included, must not depend on the topology.
 """
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from processes import free_port, results, start_python
 from train_helpers import digits_config
-from train_helpers import REPO
-from train_helpers import subprocess_env
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import paths
@@ -38,6 +34,7 @@ RUNNER = r'''
 import json, os, sys
 sys.path.insert(0, os.path.join(os.getcwd(), 'tests'))
 import jax
+from processes import free_port, results, start_python
 from train_helpers import digits_config
 from vit_compress import models, sharding, train
 workdir, data_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -59,35 +56,9 @@ os._exit(0)   # skip TensorFlow's slow interpreter teardown
 '''
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _start(workdir, data_dir, overrides, env=None):
-  return subprocess.Popen(
-      [sys.executable, '-c', RUNNER, str(workdir), data_dir,
-       json.dumps(dict(STEPS, **overrides))],
-      cwd=REPO, env=subprocess_env(**(env or {})), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
-
-
-def _results(procs, timeout=240):
-  """The RESULT line of each process; kills them all on any failure."""
-  try:
-    results = []
-    for proc in procs:
-      out, err = proc.communicate(timeout=timeout)
-      assert proc.returncode == 0, err[-4000:]
-      line = [l for l in out.splitlines() if l.startswith('RESULT ')][-1]
-      results.append(json.loads(line[len('RESULT '):]))
-    return results
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+  return start_python(RUNNER, workdir, data_dir, json.dumps(dict(STEPS, **overrides)),
+                      env=env)
 
 
 def _saved(workdir):
@@ -138,7 +109,7 @@ def test_reference_run_trains(digits_data_dir, reference):
 
 
 def test_8_devices_data_parallel(digits_data_dir, tmp_path, reference):
-  out, = _results([_start(tmp_path, digits_data_dir,
+  out, = results([_start(tmp_path, digits_data_dir,
                           {'mesh': [['data', 8]]}, env=EIGHT_DEVICES)])
   assert out['devices'] == 8 and out['mlp_spec'] == []
   _assert_same_run(out['metrics'], str(tmp_path), reference)
@@ -146,7 +117,7 @@ def test_8_devices_data_parallel(digits_data_dir, tmp_path, reference):
 
 def test_8_devices_data_and_tensor_parallel(digits_data_dir, tmp_path,
                                             reference):
-  out, = _results([_start(
+  out, = results([_start(
       tmp_path, digits_data_dir,
       {'mesh': [['data', 4], ['model', 2]], 'sharding_rules': 'tensor_parallel'},
       env=EIGHT_DEVICES)])
@@ -156,13 +127,13 @@ def test_8_devices_data_and_tensor_parallel(digits_data_dir, tmp_path,
 
 
 def test_2_processes_over_gloo(digits_data_dir, tmp_path, reference):
-  address = f'127.0.0.1:{_free_port()}'
+  address = f'127.0.0.1:{free_port()}'
   procs = [_start(tmp_path, digits_data_dir, {
       'distributed.enabled': True, 'distributed.coordinator_address': address,
       'distributed.num_processes': 2, 'distributed.process_id': rank,
       'sharding_rules': 'fsdp'}) for rank in (0, 1)]
-  results = _results(procs)
-  for out in results:
+  outs = results(procs)
+  for out in outs:
     assert out['devices'] == 2 and out['processes'] == 2
     # FSDP: the weights are split between the two processes.
     assert out['mlp_spec'] == [None, 'data']

@@ -268,15 +268,18 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
   return step_fn
 
 
-def evaluate_zero_shot(config, mesh, module, params, info) -> Dict[str, float]:
-  """LiT: zero-shot top-1 over the eval split, prompts from the class names."""
+def zero_shot_evaluator(config, mesh, module, info):
+  """LiT: `fn(params)` -> zero-shot top-1 over the eval split, prompts from the
+  class names; jitted once for the whole run (only the params change)."""
   m = config.model
   tokenizer = data.get_tokenizer(m.tokenizer, m.max_len, m.get('tokenizer_model'))
-  result = eval_lib.zero_shot_accuracy(
-      module, params, data.make_eval_iterator(config, mesh),
-      class_names=info.class_names, templates=config.lit.templates,
-      tokenize_fn=tokenizer, top_k=(1,))
-  return {'accuracy': result['top1'] / 100, 'examples': result['count']}
+  score = eval_lib.zero_shot_fn(module, info.class_names, config.lit.templates,
+                                tokenizer, top_k=(1,))
+
+  def run(params) -> Dict[str, float]:
+    result = score(params, data.make_eval_iterator(config, mesh))
+    return {'accuracy': result['top1'] / 100, 'examples': result['count']}
+  return run
 
 
 def evaluate(config, mesh, accuracy, params) -> Dict[str, float]:
@@ -388,7 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
   if config.model.family == 'lit':  # zero-shot: prompts from the class names
-    run_eval = functools.partial(evaluate_zero_shot, config, mesh, module, info=info)
+    run_eval = zero_shot_evaluator(config, mesh, module, info)
   else:
     run_eval = functools.partial(evaluate, config, mesh,
                                  eval_lib.accuracy_fn(module, top_k=(1, 5)))

@@ -4,7 +4,6 @@ Returns normalised embeddings and the temperature-scaled similarity logits
 (`logits[i, j]` = t * <image_i, text_j>), as used by the contrastive loss and
 by zero-shot classification. Either input may be None (embed one side only).
 """
-from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
