@@ -7,7 +7,6 @@
 'recipe' (the chained stages of configs/quickstart.py). Bad input fails before
 anything compiles or is written, with one line naming the key and the fix.
 """
-import logging as std_logging
 import sys
 
 from absl import app
@@ -15,6 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vit_compress import logs
 from vit_compress.registry import Registry
 
 FLAGS = flags.FLAGS
@@ -42,14 +42,6 @@ def _recipe(config, workdir):
   recipe.run(config, workdir)
 
 
-def _quiet_library_logs():
-  """Orbax logs every step of every save at INFO; keep its warnings only."""
-  def keep(record):
-    return (record.levelno >= std_logging.WARNING
-            or '/orbax/' not in record.pathname)
-  logging.get_absl_handler().addFilter(keep)
-
-
 # The exceptions a bad config or input raises (their message names the key and
 # the fix); anything else is a bug and keeps its traceback.
 _INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError,
@@ -73,7 +65,7 @@ def run(config, workdir: str) -> int:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _quiet_library_logs()
+  logs.quiet_dependencies()   # the verbosity is --verbosity's
   sys.exit(run(FLAGS.config, FLAGS.workdir))
 
 

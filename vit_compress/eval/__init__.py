@@ -21,6 +21,7 @@ from vit_compress.eval.report import format_table
 from vit_compress.eval.report import plot_pareto
 from vit_compress.eval.report import print_table
 from vit_compress.eval.report import score_variant
+from vit_compress.eval.report import read_report
 from vit_compress.eval.report import write_report
 from vit_compress.eval.zero_shot import zero_shot_accuracy
 from vit_compress.eval.zero_shot import zero_shot_classifier
