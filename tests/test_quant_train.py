@@ -7,6 +7,7 @@ from vit_compress import data
 from vit_compress import eval as eval_lib
 from vit_compress import train
 from vit_compress.compress import quantize
+from vit_compress.eval import profiling
 
 
 def test_qat_in_the_trainer_then_int4_model_scores_the_same(digits_data_dir,
@@ -67,8 +68,8 @@ def test_ptq_and_low_rank_on_a_digits_trained_model(digits_data_dir, tmp_path):
         f'(layers {sizes["ratio"]:.2f}x smaller), static W8A8 {w8a8_top1:.4f}')
   assert abs(int8_top1 - float_top1) <= 0.005
   assert sizes['ratio'] >= 3.5
-  assert quantize.disk_bytes(str(tmp_path / 'int8')) < 0.5 * quantize.disk_bytes(
-      str(tmp_path / 'float' / 'model'))
+  assert (profiling.artifact_bytes(str(tmp_path / 'int8'))
+          < 0.5 * profiling.artifact_bytes(str(tmp_path / 'float' / 'model')))
   assert w8a8_top1 >= float_top1 - 0.01
 
   # Low-rank MLP kernels at half their parameters, then a short fine-tune

@@ -34,7 +34,6 @@ directory alone:
 """
 import dataclasses
 import math
-import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from absl import logging
@@ -46,7 +45,6 @@ import numpy as np
 import qwix
 # The wrapper qwix puts around quantized parameters; not re-exported by qwix.
 from qwix._src.providers.ptq import WithAux
-import tensorflow as tf
 
 from vit_compress import models
 from vit_compress import paths
@@ -398,14 +396,6 @@ def size_report(qparams: PyTree) -> Dict[str, Any]:
       report['quantized_bytes'] += nbytes
   report['ratio'] = report['float32_bytes'] / max(report['quantized_bytes'], 1)
   return report
-
-
-def disk_bytes(directory: str) -> int:
-  """Total size of the files under `directory` (what the artifact costs on disk)."""
-  total = 0
-  for root, _, files in tf.io.gfile.walk(os.fspath(directory)):
-    total += sum(tf.io.gfile.stat(os.path.join(root, f)).length for f in files)
-  return total
 
 
 def save_quantized(directory: str, qparams: PyTree,
