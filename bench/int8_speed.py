@@ -1,0 +1,188 @@
+r"""int8 against float inference, in JAX (qwix) and in TFLite (LiteRT), measured.
+
+    python bench/int8_speed.py              # Ti_16 at 64 px, batch 1 and 64, CPU
+    python bench/int8_speed.py --model=S_16 --image_size=96 --batch_sizes=1,256
+
+One ViT with random weights (a proper init with a non-zero head; speed and
+size do not depend on the values) in these forms:
+
+  JAX float32        the Flax model, jitted;
+  JAX int8 weights   compress.quantize PTQ, int8 per-channel weights, float
+                     activations (qwix; patch embedding, head, LayerNorm float);
+  JAX W8A8 dynamic   also int8 activations, scales computed at run time;
+  JAX W8A8 static    activation scales calibrated on `calibration` images;
+  TFLite float / int8  tflite.convert (full-integer int8 calibrated on the same
+                     images), one file per batch size (TFLite shapes are
+                     fixed), run in the LiteRT interpreter with
+                     `tflite_threads` threads.
+
+img/s: every variant is compiled (or loaded) and warmed up, then timed in
+`rounds` interleaved rounds (each run repeats calls for at least 0.3 s), the
+median is shown; batch 1 blocks on every call (latency). Size: the artifact on
+disk (checkpoint.save_model / quantize.save_quantized directories, .tflite
+files). "logit err." is |logits - float logits| / |float logits| over 64
+random images, a check that the int8 forms compute the same function.
+"""
+import math
+import os
+import statistics
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from ai_edge_litert.interpreter import Interpreter
+import jax
+import numpy as np
+
+import machine
+from vit_compress import checkpoint
+from vit_compress import eval as eval_lib
+from vit_compress import models
+from vit_compress import tflite
+from vit_compress import zoo
+from vit_compress.compress import quantize
+from vit_compress.eval import classification
+
+_MODEL = flags.DEFINE_string('model', 'Ti_16', 'Zoo ViT.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 64, 'Input resolution.')
+_BATCHES = flags.DEFINE_list('batch_sizes', ['1', '64'], 'Batch sizes to time.')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Interleaved timed rounds (median).')
+_CALIBRATION = flags.DEFINE_integer('calibration', 128,
+                                    'Images calibrating static W8A8 and TFLite int8.')
+_THREADS = flags.DEFINE_integer('tflite_threads', os.cpu_count(),
+                                'LiteRT interpreter threads.')
+_TFLITE = flags.DEFINE_bool('tflite', True, 'Also convert and time TFLite files.')
+_OUT = flags.DEFINE_string('out_dir', None, 'Where artifacts go (default: a temp dir).')
+
+
+def _images(n, seed):
+  size = _IMAGE_SIZE.value
+  rng = np.random.default_rng(seed)
+  return rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+def _jax_variants(config, params, out_dir):
+  """{name: (apply_fn, params, artifact directory)} for float and qwix int8."""
+  float_dir = os.path.join(out_dir, 'jax_float32')
+  checkpoint.save_model(float_dir, params, config, overwrite=True)
+  variants = {'JAX float32': (classification.forward_fn(models.build(config)),
+                              params, float_dir)}
+  calibration = [{'image': x} for x in np.split(_images(_CALIBRATION.value, 1),
+                                                max(_CALIBRATION.value // 32, 1))]
+  for name, quant in (('JAX int8 weights', {}),
+                      ('JAX W8A8 dynamic', {'act_dtype': 'int8'}),
+                      ('JAX W8A8 static', {'act_dtype': 'int8', 'act_static': True})):
+    quant = dict(mode='ptq', weight_dtype='int8', **quant,
+                 calibration_batches=len(calibration))
+    qparams, qconfig = quantize.quantize(params, config, quant, batches=calibration)
+    directory = os.path.join(out_dir, name.split(' ', 1)[1].replace(' ', '_'))
+    quantize.save_quantized(directory, qparams, qconfig, overwrite=True)
+    variants[name] = (classification.forward_fn(quantize.quantized_model(qconfig)),
+                      qparams, directory)
+  return variants
+
+
+def _tflite_files(config, params, out_dir, batch_sizes):
+  """{(name, batch): path} of float and int8 files, one per batch size."""
+  fn = classification.forward_fn(models.build(config))
+  shape = (_IMAGE_SIZE.value,) * 2 + (3,)
+  files = {}
+  for b in batch_sizes:
+    for name, int8 in (('TFLite float32', False), ('TFLite int8', True)):
+      blob = tflite.convert(fn, params, shape, batch_size=b, int8=int8,
+                            representative_images=[_images(_CALIBRATION.value, 1)],
+                            num_calibration=max(_CALIBRATION.value // b, 1) * b)
+      path = os.path.join(out_dir, f"{name.split()[1]}_b{b}.tflite")
+      with open(path, 'wb') as f:
+        f.write(blob)
+      files[name, b] = path
+  return files
+
+
+def _tflite_runner(path, images):
+  interp = Interpreter(model_path=path, num_threads=_THREADS.value)
+  interp.allocate_tensors()
+  inp = interp.get_input_details()[0]
+  def run():
+    interp.set_tensor(inp['index'], images)
+    interp.invoke()
+  return run
+
+
+def _interleaved(calls, min_run_s: float = 0.3):
+  """{key: median seconds per call}; one timed run of every call per round."""
+  repeats = {}
+  for key, call in calls.items():
+    call()  # warm up
+    start = time.perf_counter()
+    call()
+    repeats[key] = max(1, math.ceil(min_run_s / (time.perf_counter() - start)))
+  runs = {key: [] for key in calls}
+  for _ in range(_ROUNDS.value):
+    for key, call in calls.items():
+      start = time.perf_counter()
+      for _ in range(repeats[key]):
+        call()
+      runs[key].append((time.perf_counter() - start) / repeats[key])
+  return {key: statistics.median(r) for key, r in runs.items()}
+
+
+def main(argv):
+  del argv
+  print(machine.describe())
+  print(f'start: {machine.load()}')
+  config = zoo.get(_MODEL.value, image_size=_IMAGE_SIZE.value, head_zeroinit=False)
+  params = jax.device_get(jax.jit(lambda k: models.init(config, k))(jax.random.key(0)))
+  batch_sizes = sorted(int(b) for b in _BATCHES.value)
+  out_dir = _OUT.value or tempfile.mkdtemp(prefix='int8_speed_')
+  shape = (_IMAGE_SIZE.value,) * 2 + (3,)
+
+  rows, calls, check = {}, {}, _images(64, 2)
+  reference = None
+  for name, (fn, p, directory) in _jax_variants(config, params, out_dir).items():
+    cost = eval_lib.profile(fn, p, image_shape=shape, artifact=directory,
+                            batch_sizes=(1,), repeats=1, warmup=1, min_run_s=0.0)
+    logits = np.asarray(jax.jit(fn)(p, check))
+    reference = logits if reference is None else reference
+    rows[name] = {'bytes': cost['bytes'], 'flops': cost['flops'],
+                  'err': np.linalg.norm(logits - reference) / np.linalg.norm(reference)}
+    jitted, p = jax.jit(fn), jax.device_put(p)
+    for b in batch_sizes:
+      x = jax.device_put(_images(b, 3))
+      calls[name, b] = lambda f=jitted, p=p, x=x: jax.block_until_ready(f(p, x))
+  if _TFLITE.value:
+    for (name, b), path in _tflite_files(config, params, out_dir, batch_sizes).items():
+      calls[name, b] = _tflite_runner(path, _images(b, 3))
+      interp = tflite.interpreter(path)
+      logits = tflite.predict(interp, check)
+      row = rows.setdefault(name, {'bytes': {}, 'flops': None})
+      row['bytes'][b] = os.path.getsize(path)
+      row['err'] = np.linalg.norm(logits - reference) / np.linalg.norm(reference)
+      row['int8 ops'] = tflite.describe(path)
+  seconds = _interleaved(calls)
+
+  print(f'end: {machine.load()}\n')
+  print(f'{_MODEL.value} at {_IMAGE_SIZE.value} px ({models.count_params(params):,} '
+        f'params, {rows["JAX float32"]["flops"] / 1e9:.3f} GFLOPs/img), random '
+        f'weights; median of {_ROUNDS.value} interleaved rounds; TFLite with '
+        f'{_THREADS.value} threads; artifacts in {out_dir}\n')
+  base = {b: seconds['JAX float32', b] for b in batch_sizes}
+  head = ' | '.join(f'img/s b{b} | vs JAX float b{b}' for b in batch_sizes)
+  print(f'| variant | {head} | MiB on disk | logit err. |')
+  print('|---|' + '---|---|' * len(batch_sizes) + '---|---|')
+  for name, row in rows.items():
+    cells = ' | '.join(f'{b / seconds[name, b]:.1f} | {base[b] / seconds[name, b]:.2f}x'
+                       for b in batch_sizes)
+    size = row['bytes']
+    size = (f'{size / 2**20:.2f}' if isinstance(size, int) else
+            ' / '.join(f'{v / 2**20:.2f}' for v in size.values()))
+    print(f"| {name} | {cells} | {size} | {row['err']:.4f} |")
+  for name, row in rows.items():
+    if 'int8 ops' in row:
+      d = row['int8 ops']
+      print(f"{name}: {d['integer_ops']} of {d['ops']} ops integer")
+
+
+if __name__ == '__main__':
+  app.run(main)
