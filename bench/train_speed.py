@@ -39,6 +39,7 @@ from vit_compress import data
 from vit_compress import optim
 from vit_compress import sharding
 from vit_compress import train
+from vit_compress.eval import profiling
 
 _AUGREG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs',
                        'augreg.py')
@@ -54,13 +55,6 @@ _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
                            'Compute dtype of the model (parameters stay float32).')
 _MATMUL = flags.DEFINE_integer('matmul_size', 0,
                                'N of the peak matmul (0: 2048 on CPU, 8192 else).')
-
-
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
-    cost = cost[0]
-  return float(cost['flops'])
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -116,7 +110,7 @@ def measure(depth, image_size: int):
   compiled = step.lower(state, batch, {}).compile()
   forward = jax.jit(lambda p, x: train.model_outputs(
       module, m, p, x, train=True, rng=jax.random.key(1))['logits'])
-  forward_flops = _flops(forward.lower(state['params'], batch).compile())
+  forward_flops = profiling.compiled_flops(forward.lower(state['params'], batch).compile())
 
   for _ in range(_WARMUP.value):
     state, _ = compiled(state, batch, {})
@@ -131,7 +125,7 @@ def measure(depth, image_size: int):
   tokens = (image_size // m.patches.size[0]) ** 2 + 1
   return {'layers': m.transformer.num_layers, 'px': image_size, 'tokens': tokens,
           'seconds': statistics.median(times), 'model_flops': 3 * forward_flops / b,
-          'step_flops': _flops(compiled) / b}
+          'step_flops': profiling.compiled_flops(compiled) / b}
 
 
 def main(argv):

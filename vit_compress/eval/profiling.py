@@ -106,7 +106,9 @@ def _compiled_bytes(compiled) -> Optional[int]:
              + m.temp_size_in_bytes - m.alias_size_in_bytes)
 
 
-def _flops(compiled, batch_size: int) -> Optional[float]:
+def compiled_flops(compiled, batch_size: int = 1) -> Optional[float]:
+  """XLA's FLOP count of a compiled computation, per example (None if the
+  backend does not report it); a multiply-add counts 2."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
     cost = cost[0] if cost else None
@@ -164,7 +166,7 @@ def profile(model, params: PyTree, batches: Optional[Iterable[Any]] = None, *,
     images = jax.device_put(rng.standard_normal((b,) + shape).astype(np.float32))
     compiled = forward.lower(device_params, images).compile()
     if 'flops' not in out:
-      out['flops'] = _flops(compiled, b)
+      out['flops'] = compiled_flops(compiled, b)
     seconds = _time_calls(compiled, device_params, images, repeats, warmup, min_run_s)
     out[f'img_per_s_b{b}'] = b / seconds
     out[f'latency_ms_b{b}'] = 1e3 * seconds
