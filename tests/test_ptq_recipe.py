@@ -35,7 +35,7 @@ def test_import_stage_refuses_a_missing_head_size(tmp_path):
 def _digits_config(data_dir, order=None):
   config = ptq.get_config('Micro_2,digits')
   config.data_dir = data_dir
-  config.recipe.stages.float.config.total_steps = 150
+  config.recipe.stages.float.config.total_steps = 100
   config.recipe.stages.report.update(batch_sizes=(64,), repeats=1, rounds=1,
                                      min_run_s=0.0)
   if order:
@@ -50,7 +50,7 @@ def test_digits_ptq_then_import_of_the_exported_float_model(digits_data_dir,
   rows = {r['name']: r for r in json.load(open(workdir / 'report.json'))}
   assert list(rows) == ['float'] + [label for _, label, _ in ptq.QUANTIZED]
   float_row = rows['float']
-  assert float_row['top1'] > 70   # 150 steps on digits; chance is 10 %
+  assert float_row['top1'] > 60   # 100 steps on digits; chance is 10 %
   for _, label, _ in ptq.QUANTIZED:
     row = rows[label]
     assert abs(row['top1'] - float_row['top1']) <= 2.0, (label, row['top1'])

@@ -111,7 +111,9 @@ def _columns(rows):
   if has('top5'):
     cols.append(('top-5 (%)', lambda r: _opt(r, 'top5', '{:.2f}')))
   if has('agreement'):
-    cols.append(('agrees w/ teacher (%)', lambda r: _opt(r, 'agreement', '{:.2f}')))
+    # Agreement is with the first row (the teacher, or the float model).
+    cols.append((f'agrees w/ {rows[0]["name"]} (%)',
+                 lambda r: _opt(r, 'agreement', '{:.2f}')))
   cols.append(('params', lambda r: f'{r["params"]:,}'))
   if has('nonzero_params'):
     cols.append(('non-zero params', lambda r: _opt(r, 'nonzero_params', '{:,}')))
