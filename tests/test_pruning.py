@@ -1,5 +1,4 @@
 """Pruning masks: exact counts, N:M groups, schedules, and zeros that survive training."""
-import functools
 import math
 import re
 
@@ -9,26 +8,12 @@ import numpy as np
 import optax
 import pytest
 
+from pruning_helpers import prune_config, random_params
 from vit_compress import models
 from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import structure
 from vit_compress.registry import UnknownNameError
-
-
-@functools.lru_cache()
-def _params(name='Nano_2', seed=0):
-  """Random parameters of a zoo model (numpy draws: no XLA compile of init)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: jnp.asarray(0.2 * rng.standard_normal(s.shape), s.dtype),
-                      models.param_shapes(zoo.get(name)))
-
-
-def _config(**kw):
-  c = pruning.default_config()
-  for k, v in kw.items():
-    c[k] = v
-  return c
 
 
 def _prune(params, config, step=0, scores=None):
@@ -41,24 +26,24 @@ def _flat(tree):
 
 
 def test_bad_config_is_a_clear_error():
-  params = _params()
+  params = random_params()
   with pytest.raises(ValueError, match=r'sparsity=1.0 must be in \[0, 1\)'):
-    pruning.init_masks(params, _config(method='magnitude', sparsity=1.0))
+    pruning.init_masks(params, prune_config(method='magnitude', sparsity=1.0))
   with pytest.raises(UnknownNameError, match="Did you mean 'magnitude'"):
-    pruning.init_masks(params, _config(method='magnitud'))
+    pruning.init_masks(params, prune_config(method='magnitud'))
   with pytest.raises(UnknownNameError, match='config.prune key'):
-    c = _config()
+    c = prune_config()
     c.sparsty = 0.5
     pruning.validate(c)
   with pytest.raises(ValueError, match='1 <= n < m'):
-    pruning.validate(_config(method='n_m', n=4, m=4))
+    pruning.validate(prune_config(method='n_m', n=4, m=4))
   with pytest.raises(ValueError, match='needs scores'):
-    _prune(params, _config(method='magnitude', criterion='taylor'))
+    _prune(params, prune_config(method='magnitude', criterion='taylor'))
 
 
 def test_masks_mirror_params_and_default_to_transformer_kernels():
-  params = _params()
-  masks = pruning.init_masks(params, _config(method='magnitude'))
+  params = random_params()
+  masks = pruning.init_masks(params, prune_config(method='magnitude'))
   assert jax.tree.structure(masks) == jax.tree.structure(params)
   flat_p, flat_m = _flat(params), _flat(masks)
   full = {p for p, m in flat_m.items() if m.shape}
@@ -68,17 +53,17 @@ def test_masks_mirror_params_and_default_to_transformer_kernels():
     assert flat_m[p].shape == flat_p[p].shape and np.all(flat_m[p] == 1)
   assert all(flat_m[p].shape == () and flat_m[p] == 1 for p in set(flat_p) - full)
   # Shapes alone suffice, so a trainer can eval_shape its state for sharding.
-  shapes = jax.eval_shape(lambda p: pruning.init_masks(p, _config(method='magnitude')),
+  shapes = jax.eval_shape(lambda p: pruning.init_masks(p, prune_config(method='magnitude')),
                           models.param_shapes(zoo.get('Nano_2')))
   assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(np.shape, masks)
 
 
 def test_include_1d_selects_biases_and_scales():
-  params = _params()
+  params = random_params()
   flat_p = _flat(params)
-  without = _flat(pruning.init_masks(params, _config(method='magnitude', params_regex='.*')))
+  without = _flat(pruning.init_masks(params, prune_config(method='magnitude', params_regex='.*')))
   with_1d = _flat(pruning.init_masks(
-      params, _config(method='magnitude', params_regex='.*', include_1d=True)))
+      params, prune_config(method='magnitude', params_regex='.*', include_1d=True)))
   bias = 'Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/bias'
   assert flat_p[bias].ndim == 2  # (heads, head_dim), still a bias
   for p in (bias, 'Transformer/encoder_norm/scale', 'head/bias', 'cls'):
@@ -88,8 +73,8 @@ def test_include_1d_selects_biases_and_scales():
 
 
 def test_magnitude_prunes_exact_count_of_smallest_per_parameter():
-  params = _params()
-  masks = _flat(_prune(params, _config(method='magnitude', sparsity=0.3)))
+  params = random_params()
+  masks = _flat(_prune(params, prune_config(method='magnitude', sparsity=0.3)))
   flat_p = _flat(params)
   for p, m in masks.items():
     if not m.shape:
@@ -100,8 +85,8 @@ def test_magnitude_prunes_exact_count_of_smallest_per_parameter():
 
 
 def test_global_magnitude_uses_one_threshold():
-  params = _params()
-  masks = _flat(_prune(params, _config(method='global_magnitude', sparsity=0.6)))
+  params = random_params()
+  masks = _flat(_prune(params, prune_config(method='global_magnitude', sparsity=0.6)))
   flat_p = _flat(params)
   pruned = [p for p, m in masks.items() if m.shape]
   total = sum(masks[p].size for p in pruned)
@@ -115,11 +100,11 @@ def test_global_magnitude_uses_one_threshold():
 
 
 def test_random_is_exact_and_seeded():
-  params = _params()
-  a = _flat(_prune(params, _config(method='random', sparsity=0.5)))
-  b = _flat(_prune(params, _config(method='random', sparsity=0.5)))
-  c = _flat(_prune(params, _config(method='random', sparsity=0.5, seed=1)))
-  mag = _flat(_prune(params, _config(method='magnitude', sparsity=0.5)))
+  params = random_params()
+  a = _flat(_prune(params, prune_config(method='random', sparsity=0.5)))
+  b = _flat(_prune(params, prune_config(method='random', sparsity=0.5)))
+  c = _flat(_prune(params, prune_config(method='random', sparsity=0.5, seed=1)))
+  mag = _flat(_prune(params, prune_config(method='magnitude', sparsity=0.5)))
   k = 'Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel'
   assert np.sum(a[k] == 0) == a[k].size // 2
   np.testing.assert_array_equal(a[k], b[k])
@@ -134,8 +119,8 @@ def _groups_of_m(path, x, m):
 
 
 def test_two_of_four_keeps_the_two_largest_in_every_group():
-  params = _params()
-  masks = _flat(_prune(params, _config(method='n_m', n=2, m=4)))
+  params = random_params()
+  masks = _flat(_prune(params, prune_config(method='n_m', n=2, m=4)))
   flat_p = _flat(params)
   checked = 0
   for p, m in masks.items():
@@ -150,11 +135,11 @@ def test_two_of_four_keeps_the_two_largest_in_every_group():
     checked += 1
   assert checked == 12
   with pytest.raises(ValueError, match='not divisible by m=5'):
-    _prune(params, _config(method='n_m', n=2, m=5))
+    _prune(params, prune_config(method='n_m', n=2, m=5))
 
 
 def test_schedules_follow_their_formulas():
-  c = _config(method='magnitude', schedule='gradual', sparsity=0.8,
+  c = prune_config(method='magnitude', schedule='gradual', sparsity=0.8,
               initial_sparsity=0.2, begin_step=10, end_step=50, frequency=10)
   for step in (0, 10, 15, 20, 30, 50, 60):
     update, target = pruning.scheduled(step, c)
@@ -169,8 +154,8 @@ def test_schedules_follow_their_formulas():
 
 
 def test_gradual_masks_inside_jit_grow_on_schedule_and_only_shrink():
-  params = _params()
-  c = _config(method='magnitude', schedule='gradual', sparsity=0.8,
+  params = random_params()
+  c = prune_config(method='magnitude', schedule='gradual', sparsity=0.8,
               begin_step=2, end_step=8, frequency=2)
   update = jax.jit(lambda p, m, s: pruning.update_masks(p, m, s, c))
   masks = pruning.init_masks(params, c)
@@ -196,8 +181,8 @@ def test_gradual_masks_inside_jit_grow_on_schedule_and_only_shrink():
 def test_pruned_weights_stay_exactly_zero_under_training(optimizer, method):
   config = zoo.get('Nano_2')
   model = models.build(config)
-  params = _params()
-  prune = _config(method=method, sparsity=0.5, begin_step=3)  # after momentum built up
+  params = random_params()
+  prune = prune_config(method=method, sparsity=0.5, begin_step=3)  # after momentum built up
   images = jax.random.normal(jax.random.key(3), (8, 8, 8, 3))
   labels = jax.nn.one_hot(jnp.arange(8) % 10, 10)
 
@@ -241,8 +226,8 @@ def test_pruned_weights_stay_exactly_zero_under_training(optimizer, method):
 def test_taylor_accumulates_abs_weight_times_grad_and_prunes_lowest():
   config = zoo.get('Nano_2')
   model = models.build(config)
-  params = _params()
-  prune = _config(method='magnitude', criterion='taylor', sparsity=0.5)
+  params = random_params()
+  prune = prune_config(method='magnitude', criterion='taylor', sparsity=0.5)
   scores = pruning.init_scores(params, prune)
   grad_fn = jax.jit(jax.grad(lambda p, x: jnp.sum(model.apply({'params': p}, x) ** 2)))
   key = 'Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel'
@@ -257,13 +242,13 @@ def test_taylor_accumulates_abs_weight_times_grad_and_prunes_lowest():
   m = _flat(_prune(params, prune, scores=scores))[key]
   assert np.sum(m == 0) == m.size // 2
   assert flat_s[key][m == 0].max() <= flat_s[key][m == 1].min()
-  by_magnitude = _flat(_prune(params, _config(method='magnitude', sparsity=0.5)))[key]
+  by_magnitude = _flat(_prune(params, prune_config(method='magnitude', sparsity=0.5)))[key]
   assert np.any(by_magnitude != m)
 
 
 def test_sparsity_report_counts_zeros():
-  params = _params()
-  masks = _prune(params, _config(method='magnitude', sparsity=0.25))
+  params = random_params()
+  masks = _prune(params, prune_config(method='magnitude', sparsity=0.25))
   stats = pruning.log_sparsity(masks, params, step=0)
   flat_p, flat_m = _flat(params), _flat(masks)
   all_params = sum(x.size for x in flat_p.values())

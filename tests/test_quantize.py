@@ -70,17 +70,6 @@ def check_int8_weight_only(config, params, eval_fn, workdir):
   return float_acc, acc, report
 
 
-def check_static_w8a8(config, params, eval_fn, batches, calibration):
-  float_acc = eval_fn(models.build(config), params)
-  acc, qparams, _ = ptq_accuracy(
-      config, params, eval_fn,
-      {'weight_dtype': 'int8', 'act_dtype': 'int8', 'act_static': True,
-       'calibration': calibration, 'calibration_batches': len(batches)},
-      batches=batches)
-  assert abs(acc - float_acc) <= 1.0, (calibration, float_acc, acc)
-  return acc, qparams
-
-
 # ------------------------------------------------------------------- tests
 def test_int8_weight_only_accuracy_size_and_reload(trained, tmp_path):
   config, params, eval_fn = trained
@@ -158,7 +147,15 @@ def test_int4_pack_unpack_roundtrip():
 @pytest.mark.parametrize('calibration', ['absmax', 'percentile'])
 def test_static_w8a8_within_one_point(trained, calibration):
   config, params, eval_fn = trained
-  check_static_w8a8(config, params, eval_fn, calibration_batches(), calibration)
+  batches = calibration_batches()
+  float_acc = eval_fn(models.build(config), params)
+  acc, _, _ = ptq_accuracy(
+      config, params, eval_fn,
+      {'weight_dtype': 'int8', 'act_dtype': 'int8', 'act_static': True,
+       'calibration': calibration, 'calibration_batches': len(batches)},
+      batches=batches)
+  assert float_acc > 80   # the task was learnt
+  assert abs(acc - float_acc) <= 1.0, (calibration, float_acc, acc)
 
 
 def test_static_scales_are_the_calibration_statistics(trained, tmp_path):

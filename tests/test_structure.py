@@ -1,5 +1,4 @@
 """Structural groups derived from the model, structured pruning, and shrink."""
-import functools
 import json
 import os
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from vit_compress import checkpoint
+from pruning_helpers import prune_config, random_params
 from vit_compress import models
 from vit_compress import paths
 from vit_compress import zoo
@@ -19,23 +19,8 @@ from vit_compress.compress import structure
 ATT = 'MultiHeadDotProductAttention_0'
 
 
-@functools.lru_cache()
-def _params(name, seed=0):
-  """Random parameters of a zoo model (numpy draws: no XLA compile of init)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: jnp.asarray(0.2 * rng.standard_normal(s.shape), s.dtype),
-                      models.param_shapes(zoo.get(name)))
-
-
-def _config(**kw):
-  c = pruning.default_config()
-  for k, v in kw.items():
-    c[k] = v
-  return c
-
-
 def _prune(params, **kw):
-  config = _config(**kw)
+  config = prune_config(**kw)
   return pruning.update_masks(params, pruning.init_masks(params, config), 0, config)
 
 
@@ -94,7 +79,7 @@ def test_groups_are_derived_from_the_parameter_tree(name):
 
 
 def test_head_pruning_removes_the_weakest_head_and_all_its_slices():
-  params = _params('Nano_2')
+  params = random_params('Nano_2')
   block = 'Transformer/encoderblock_0'
 
   def weaken_head_1(flat):
@@ -118,7 +103,7 @@ def test_head_pruning_removes_the_weakest_head_and_all_its_slices():
 
 
 def test_neuron_pruning_keeps_the_neurons_with_largest_sum_of_squares():
-  params = _params('Nano_2')
+  params = random_params('Nano_2')
   masks = _flat(_prune(params, method='neurons', sparsity=0.25))
   flat = _flat(params)
   mlp = 'Transformer/encoderblock_1/MlpBlock_0'
@@ -132,7 +117,7 @@ def test_neuron_pruning_keeps_the_neurons_with_largest_sum_of_squares():
 
 
 def test_global_scope_ranks_heads_across_layers_but_keeps_one_per_layer():
-  params = _params('Micro_2')
+  params = random_params('Micro_2')
 
   def weaken_layer_0(flat):
     for path in flat:
@@ -159,7 +144,7 @@ def _removed_params(params, kept_heads, kept_neurons, config):
 
 def test_shrink_half_the_heads_and_neurons_matches_the_masked_model(tmp_path):
   config = zoo.get('Micro_2')  # 4 layers, 4 heads of 16, MLP 256, width 64
-  params = _params('Micro_2')
+  params = random_params('Micro_2')
   masks = _prune(params, method='heads_and_neurons', sparsity=0.5)
   new_params, new_config = structure.shrink(params, masks, config)
 
@@ -197,7 +182,7 @@ def test_shrink_half_the_heads_and_neurons_matches_the_masked_model(tmp_path):
 
 def test_layer_pruning_drops_and_renumbers_blocks():
   config = zoo.get('Micro_2')
-  params = _params('Micro_2')
+  params = random_params('Micro_2')
   masks = _prune(params, method='layers', sparsity=0.5)
   flat_p, flat_m = _flat(params), _flat(masks)
   energy = [sum(np.sum(v ** 2) for k, v in flat_p.items()
@@ -225,8 +210,8 @@ def test_layer_pruning_drops_and_renumbers_blocks():
 
 def test_shrink_keeps_one_zero_head_when_a_layer_loses_all_its_heads():
   config = zoo.get('Nano_2')
-  params = _params('Nano_2')
-  masks = pruning.init_masks(params, _config(method='heads'))
+  params = random_params('Nano_2')
+  masks = pruning.init_masks(params, prune_config(method='heads'))
 
   def drop_all_heads_of_layer_0(flat):
     for path in flat:
@@ -246,9 +231,9 @@ def test_shrink_keeps_one_zero_head_when_a_layer_loses_all_its_heads():
 
 def test_shrink_hybrid_by_taylor_scores():
   config = zoo.get('R_Nano_2')
-  params = _params('R_Nano_2')
-  prune = _config(method='heads_and_neurons', criterion='taylor', sparsity=0.5)
-  grads = _params('R_Nano_2', seed=1)  # stand-ins: test_pruning checks real ones
+  params = random_params('R_Nano_2')
+  prune = prune_config(method='heads_and_neurons', criterion='taylor', sparsity=0.5)
+  grads = random_params('R_Nano_2', seed=1)  # stand-ins: test_pruning checks real ones
   scores = pruning.accumulate_taylor(pruning.init_scores(params, prune), params, grads)
   masks = pruning.update_masks(params, pruning.init_masks(params, prune), 0, prune, scores)
   new_params, new_config = structure.shrink(params, masks, config)
@@ -266,7 +251,7 @@ def test_shrink_rejects_what_it_cannot_shrink():
   with pytest.raises(ValueError, match='family "vit"'):
     structure.shrink({}, {}, mixer)
   with pytest.raises(ValueError, match='no .* groups'):
-    pruning.init_masks(models.param_shapes(mixer), _config(method='heads'))
+    pruning.init_masks(models.param_shapes(mixer), prune_config(method='heads'))
 
 
 def test_n_m_groups_run_along_the_input_axes():
