@@ -1,6 +1,8 @@
 r"""Fine-tunes a zoo model from its AugReg ImageNet-21k checkpoint (vit_jax recipe).
 
-    get_config('Ti_16') ... get_config('R50_B_16'): any zoo name (also 'ViT-B_16').
+    get_config('Ti_16') ... get_config('R50_B_16'): any zoo name (also 'ViT-B_16'),
+    or an AugReg file name as vit_jax takes it:
+    get_config('R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0').
 
 Accelerator (one GPU/TPU host; the checkpoint is read straight from GCS):
 
@@ -27,22 +29,9 @@ minutes on 2 cores, reaching about 97 % test accuracy):
 """
 import ml_collections
 
+from vit_compress import augreg
 from vit_compress import experiment
 from vit_compress import zoo
-
-# Recommended AugReg upstream checkpoints (vit_jax README, ImageNet-21k, 300 epochs).
-AUGREG_UPSTREAM = {
-    'Ti_16': 'Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0',
-    'S_16': 'S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0',
-    'S_32': 'S_32-i21k-300ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0',
-    'B_16': 'B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0',
-    'B_32': 'B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0',
-    'L_16': 'L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0',
-    'R_Ti_16': 'R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0',
-    'R26_S_32': 'R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0',
-    'R50_L_32': 'R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1',
-}
-AUGREG_BUCKET = 'gs://vit_models/augreg'
 
 
 def _pp(size: int, train: bool, crop: bool = True) -> str:
@@ -56,13 +45,23 @@ def _pp(size: int, train: bool, crop: bool = True) -> str:
 
 
 def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
-  """`arg` is a zoo name, optionally followed by ',digits' for the CPU setup."""
+  """`arg` is a zoo name or an AugReg file name, optionally followed by ',digits'.
+
+  A file name (`R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0`,
+  as vit_jax's augreg config takes it) picks the model from its part before
+  the first '-' and starts from that file under gs://vit_models/augreg/.
+  """
   name, _, variant = arg.partition(',')
   config = experiment.defaults()
-  config.model = zoo.get(name)
-  key = zoo.canonical_name(name)
-  if key in AUGREG_UPSTREAM:
-    config.init_from = f'{AUGREG_BUCKET}/{AUGREG_UPSTREAM[key]}.npz'
+  if '-' in name and zoo.canonical_name(name) not in zoo.names():
+    key = augreg.model_of(name)
+    config.model = zoo.get(key)
+    config.init_from = augreg.path(name)
+  else:
+    config.model = zoo.get(name)
+    key = zoo.canonical_name(name)
+    if key in augreg.UPSTREAM:
+      config.init_from = augreg.path(augreg.UPSTREAM[key])
 
   # vit_jax fine-tuning: SGD momentum 0.9, lr 0.03, cosine, 500 warm-up
   # steps, batch 512, global-norm clip 1.0, no weight decay, 384 px.

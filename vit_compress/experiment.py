@@ -7,9 +7,12 @@ back to a default. `validate` then checks what can be checked before any
 compile: the model, patch sizes against the image size, the loss, sections
 of the compression methods.
 """
+from absl import logging
 import ml_collections
 from ml_collections import config_dict
 
+from vit_compress import augreg
+from vit_compress import config_aliases
 from vit_compress import losses
 from vit_compress import optim
 from vit_compress import sharding
@@ -79,12 +82,20 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The user's config over the defaults; unknown keys are errors."""
+  """The user's config over the defaults; unknown keys are errors.
+
+  vit_jax's flat keys (`base_lr`, `batch`, `pp.train`, ...) are resolved onto
+  ours by config_aliases; a teacher named without weights gets the published
+  fine-tuned AugReg file where one exists (`_teacher_weights`).
+  """
   base = defaults()
+  config, aliased = config_aliases.extract(config)
+  config_aliases.check_not_both(aliased, config, base, 'config file')
   known = set(base.keys())
   for key in config.keys():
     if key not in known:
       raise ValueError(unknown_name_message('config key', key, known) +
+                       config_aliases.suggest(key, base) +
                        ' (Is it misspelled, or in the wrong section?)')
   out = ml_collections.ConfigDict(type_safe=False)
   for key in base.keys():
@@ -97,7 +108,22 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     out[key] = value
   if isinstance(out.model, str):
     out.model = zoo.get(out.model)
+  config_aliases.apply(out, aliased, 'config file')
+  _teacher_weights(out)
   return out
+
+
+def _teacher_weights(config) -> None:
+  """A teacher named by zoo name only: the fine-tuned AugReg ImageNet-2012
+  file of that model, when the student trains on ImageNet 2012."""
+  tc = config.teacher
+  if not losses.needs_teacher(config) or tc.checkpoint or not tc.model:
+    return
+  published = augreg.imagenet2012_teacher(tc.model)
+  if published and config.dataset == 'imagenet2012':
+    tc.checkpoint = published
+    logging.info('Teacher %s: the fine-tuned AugReg ImageNet-2012 file %s.',
+                 tc.model, published)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -111,9 +137,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_patches(model.image, 'config.model.image')
   losses.LOSSES.get(config.loss)
   if losses.needs_teacher(config) and not config.teacher.checkpoint:
-    raise ValueError(f"config.loss='{config.loss}' distils from a teacher: set "
-                     'config.teacher.checkpoint (a saved model directory, or an '
-                     '.npz with config.teacher.model).')
+    raise ValueError(_no_teacher_message(config))
   if config.loss == 'deit' and not model.get('distill_token'):
     raise ValueError("config.loss='deit' needs a distillation token: set "
                      'config.model.distill_token=True.')
@@ -127,6 +151,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not isinstance(accum, int) or accum < 1 or config.batch_size % accum:
     raise ValueError(f'config.optim.accum_steps={accum!r} must be a positive '
                      f'integer dividing config.batch_size={config.batch_size}.')
+
+
+def _no_teacher_message(config) -> str:
+  """No teacher weights: how to make them (fine-tune the teacher first)."""
+  model = config.teacher.model
+  if not model:
+    return (f"config.loss='{config.loss}' distils from a teacher: set "
+            'config.teacher.checkpoint (a saved model directory, or an .npz '
+            'with config.teacher.model).')
+  where = ('no fine-tuned AugReg file of it is published'
+           if not augreg.imagenet2012_teacher(model) else
+           f'its published fine-tuned AugReg file is for imagenet2012, not '
+           f'{config.dataset!r}')
+  return (f'config.teacher.model={model!r} has no weights: '
+          f'config.teacher.checkpoint is unset and {where}. Fine-tune the '
+          f'teacher first: python -m vit_compress.main --config=configs/augreg.py:'
+          f'{model} --workdir=/tmp/teacher_{model} --config.dataset='
+          f'{config.dataset}, then pass --config.teacher.checkpoint=/tmp/teacher_'
+          f'{model}/model.')
 
 
 def _check_patches(model, where: str) -> None:

@@ -25,6 +25,7 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and result
 flags.mark_flags_as_required(['config', 'workdir'])
 
 MODES = Registry('mode')
+_ALIAS_NOTES = []   # what each vit_jax key on the command line set
 
 
 @MODES.register('train')
@@ -66,7 +67,27 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_dependencies()   # the verbosity is --verbosity's
+  for note in _ALIAS_NOTES:     # set while parsing, before logging was set up
+    logging.info(note)
   sys.exit(run(FLAGS.config, FLAGS.workdir))
+
+
+def parse_config_flags(argv, flag_values=FLAGS):
+  """absl's parsing of argv, with vit_jax's flat keys (`--config.base_lr=...`).
+
+  Those are not keys of the loaded config, and config_flags can only override
+  keys it has, so they are taken out of argv and set after the file loads.
+  """
+  from vit_compress import config_aliases  # pylint: disable=g-import-not-at-top
+  argv, aliased = config_aliases.split_argv(argv)
+  # config_flags finds the overrides to apply in sys.argv itself.
+  saved, sys.argv = sys.argv, list(argv)
+  try:
+    parsed = flag_values(argv)
+  finally:
+    sys.argv = saved
+  _ALIAS_NOTES[:] = config_aliases.apply_command_line(flag_values.config, aliased)
+  return parsed
 
 
 def _parse_flags(argv):
@@ -76,11 +97,22 @@ def _parse_flags(argv):
   not have surfaces as a bare AttributeError / KeyError from inside
   ml_collections, a value of another type as a flags error.
   """
+  from vit_compress import config_aliases  # pylint: disable=g-import-not-at-top
   try:
-    return FLAGS(argv)
+    return parse_config_flags(argv)
   except flags.IllegalFlagValueError as e:
-    print(f'error: {e}. Give the value in the type of the key (e.g. an '
-          'integer for steps, a quoted string for a name).', file=sys.stderr)
+    text = str(e)
+    if 'Error whilst parsing config file' in text:
+      # The config file's get_config raised: its last line is the message.
+      last = text.strip().splitlines()[-1]
+      message = last.split(': ', 1)[1] if ': ' in last else last
+      print(f'error: --config={_argv_value(argv, "--config=")}: {message}',
+            file=sys.stderr)
+    else:
+      print(f'error: {e}. Give the value in the type of the key (e.g. an '
+            'integer for steps, a quoted string for a name).', file=sys.stderr)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
   except (AttributeError, KeyError) as e:
     detail = e
     while isinstance(detail, BaseException) and detail.args:
@@ -89,10 +121,18 @@ def _parse_flags(argv):
     key = key.strip('"\'')
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
     named = [o for o in overrides if o.split('.')[-1] == key] or overrides
+    from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+    dotted = named[0][len('--config.'):] if len(named) == 1 else key
+    # ml_collections' own hint (a close key at the same level) comes first.
+    words = hint or [config_aliases.suggest(dotted, experiment.defaults()).strip()]
     print(f'error: {", ".join(named)}: the config has no key {key!r} there. '
-          f'{" ".join(hint)} An override can only change a key the config file '
-          'sets; a new key belongs in the config file.', file=sys.stderr)
+          f'{" ".join(w for w in words if w)} An override can only change a '
+          'key the config file sets; a new key belongs in the config file.', file=sys.stderr)
   sys.exit(2)
+
+
+def _argv_value(argv, prefix: str) -> str:
+  return next((a[len(prefix):] for a in argv if a.startswith(prefix)), '')
 
 
 if __name__ == '__main__':

@@ -120,14 +120,18 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
     return None
   tc = config.teacher
   _require_exists(tc.checkpoint, 'config.teacher.checkpoint')
+  from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   if checkpoint.is_saved_model(tc.checkpoint):
     model_config, params = checkpoint.load_model(tc.checkpoint)
+    if tc.model and zoo.canonical_name(tc.model) != model_config.get('name'):
+      raise ValueError(f'config.teacher.model={tc.model!r} but the saved model '
+                       f'{tc.checkpoint} is a {model_config.get("name")!r}: name '
+                       'the model it holds, or leave teacher.model unset.')
   else:
     if not tc.model:
       raise ValueError(f'config.teacher.checkpoint={tc.checkpoint!r} is not a saved '
                        'model directory; for an .npz also set config.teacher.model '
                        '(a zoo name, e.g. B_16).')
-    from vit_compress import zoo  # pylint: disable=g-import-not-at-top
     model_config = zoo.get(tc.model)
     model_config.num_classes = config.model.num_classes
     model_config.image_size = config.model.image_size
