@@ -244,6 +244,9 @@ _register('LiT_L16Ti')(lambda: lit(
     vit(16, *_VIT_SIZES['L']), 'text_transformer',
     _text_transformer(192, 12, 768, 3, 16_000), (None, 1024), 'sentencepiece'))
 
+# vit_jax's first LiT release: an image projection as well (out_dim (768, 768)).
+_register('LiT_B16B')(lambda: lit(vit(16, *_VIT_SIZES['B']), 'bert',
+                                  _bert('base'), (768, 768), 'bert_wordpiece'))
 
 @_register('LiT_Nano')
 def _lit_nano():
@@ -253,6 +256,52 @@ def _lit_nano():
   return lit(image, 'text_transformer', _text_transformer(32, 2, 128, 2, 260),
              (None, 32), 'bytes', max_len=16)
 
+
+
+# ------------------------------------------------------ vit_jax's getters
+# vit_jax's `configs/models.py` names, each returning our config of that
+# model, so code written against vit_jax (`get_b16_config()`) keeps working.
+# name -> (zoo name, top-level overrides).
+VIT_JAX_GETTERS = {
+    'testing': ('testing', {}), 'ti16': ('Ti_16', {}), 's16': ('S_16', {}),
+    'b16': ('B_16', {}), 'l16': ('L_16', {}), 'h14': ('H_14', {}),
+    's16_gap_norep': ('S_16', {'classifier': 'gap'}),
+    'b16_gap_norep': ('B_16', {'classifier': 'gap'}),
+    'b8': ('B_8', {}), 's32': ('S_32', {}), 'b32': ('B_32', {}),
+    'l32': ('L_32', {}),
+    's32_gap_norep': ('S_32', {'classifier': 'gap'}),
+    'b32_gap_norep': ('B_32', {'classifier': 'gap'}),
+    'r_ti16': ('R_Ti_16', {}), 'r50_b16': ('R50_B_16', {}),
+    'r26_b32': ('R26_B_32', {}), 'r26_s32': ('R26_S_32', {}),
+    'r50_l32': ('R50_L_32', {}),
+    'mixer_b16': ('Mixer_B_16', {}), 'mixer_b32': ('Mixer_B_32', {}),
+    'mixer_l16': ('Mixer_L_16', {}),
+    'lit_b16b': ('LiT_B16B', {}), 'lit_b16b_2': ('LiT_B16B_2', {}),
+    'lit_l16l': ('LiT_L16L', {}), 'lit_l16s': ('LiT_L16S', {}),
+    'lit_l16ti': ('LiT_L16Ti', {}),
+}
+
+
+def _vit_jax_getter(short: str):
+  name, overrides = VIT_JAX_GETTERS[short]
+
+  def getter() -> ml_collections.ConfigDict:
+    return get(name, **overrides)
+  getter.__name__ = f'get_{short}_config'
+  getter.__doc__ = f"vit_jax's {getter.__name__}(): our {name!r}" + (
+      f' with {overrides}.' if overrides else '.')
+  return getter
+
+
+for _short in VIT_JAX_GETTERS:
+  globals()[f'get_{_short}_config'] = _vit_jax_getter(_short)
+
+
+def get_testing_unpooled_config():
+  """vit_jax's per-token classifier test model: not available here."""
+  raise ValueError("vit_jax's testing-unpooled model (classifier='unpooled', "
+                   'logits per token) has no counterpart here; the classifiers '
+                   "are 'token' and 'gap' (get_testing_config()).")
 
 # ---------------------------------------------------------------- the table
 def describe(name: str, image_size: int = 224, num_classes: int = 1000) -> dict:
