@@ -7,7 +7,9 @@ turns into a Flax module. vit_jax spellings (`ViT-B_16`, `R50+ViT-B_16`,
     python -m vit_compress.zoo [--image_size=224] [--num_classes=1000]
 
 prints the model-selection table (parameters, tokens, GFLOPs, float32 MiB)
-without allocating any weights.
+without allocating any weights; `--measure` adds img/s measured on this
+device beside the published AugReg numbers, and `--min_img_per_s` /
+`--max_mib` keep the models that fit (vit_compress.zoo_measure).
 """
 import re
 from typing import Callable, Dict, Optional, Sequence
@@ -371,12 +373,27 @@ def format_table(rows) -> str:
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from vit_compress import zoo_measure  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   selected = f.models or PUBLISHED
   rows = describe_many(selected, f.image_size, f.num_classes, f.jobs)
-  print(f'Model zoo at {f.image_size}px, {f.num_classes} classes '
-        '(FLOPs: XLA cost analysis, one image; LiT adds one text of max_len tokens)')
-  print(format_table(rows))
+  if not (f.measure or f.min_img_per_s is not None):
+    if f.max_mib is not None:
+      rows = [r for r in rows if r['mib'] <= f.max_mib]
+    print(f'Model zoo at {f.image_size}px, {f.num_classes} classes '
+          '(FLOPs: XLA cost analysis, one image; LiT adds one text of max_len tokens)')
+    print(format_table(rows))
+    return
+  batch_sizes = (1, f.batch_size)
+  zoo_measure.measure(rows, f.image_size, f.num_classes, batch_sizes, f.budget_s)
+  device = next((r['device'] for r in rows if 'device' in r), 'this device')
+  print(zoo_measure.legend(f.image_size, device, f.budget_s))
+  if f.min_img_per_s is not None or f.max_mib is not None:
+    fits = zoo_measure.select(rows, f.min_img_per_s, f.max_mib, f.batch_size)
+    print(f'{len(fits)} of {len(rows)} models fit (>= {f.min_img_per_s} img/s at '
+          f'batch {f.batch_size}, <= {f.max_mib} MiB), most accurate first:')
+    rows = fits
+  print(zoo_measure.format_table(rows, batch_sizes))
 
 
 if __name__ == '__main__':
@@ -385,4 +402,12 @@ if __name__ == '__main__':
   flags.DEFINE_integer('num_classes', 1000, 'Classifier classes (not used by LiT).')
   flags.DEFINE_list('models', None, 'Zoo names to show (default: the published models).')
   flags.DEFINE_integer('jobs', None, 'Processes tracing models in parallel (default: CPU cores).')
+  flags.DEFINE_bool('measure', False, 'Measure img/s on this device (batch 1 '
+                    'and --batch_size), beside the published numbers.')
+  flags.DEFINE_integer('batch_size', 64, 'The large batch --measure times.')
+  flags.DEFINE_float('budget_s', 120.0, 'Seconds --measure may take; models '
+                     'that would not fit are skipped and marked.')
+  flags.DEFINE_float('min_img_per_s', None, 'Only models at least this fast '
+                     '(measured at --batch_size; implies --measure).')
+  flags.DEFINE_float('max_mib', None, 'Only models at most this big (float32 MiB).')
   app.run(main)
