@@ -400,6 +400,11 @@ def _orbax_path(path: str) -> str:
   return path if '://' in path else os.path.abspath(path)
 
 
+def read_model_config(path: str) -> ml_collections.ConfigDict:
+  """A model config written as JSON (a saved model's, an exported npz's)."""
+  return ml_collections.ConfigDict(_tuples(_read_json(path)))
+
+
 def save_model(directory: str, params: PyTree,
                model_config: ml_collections.ConfigDict,
                extra: Optional[Mapping[str, Any]] = None,
@@ -453,8 +458,7 @@ def load_model(directory: str, with_extra: bool = False):
         f'{directory} is not a saved model: {CONFIG_FILE} is missing (save_model '
         'writes it beside params/). For vit_jax or big_vision .npz files use '
         'load_npz or load_pretrained.')
-  model_config = ml_collections.ConfigDict(
-      _tuples(_read_json(os.path.join(directory, CONFIG_FILE))))
+  model_config = read_model_config(os.path.join(directory, CONFIG_FILE))
   checkpointer = ocp.PyTreeCheckpointer()
   path = _orbax_path(os.path.join(directory, PARAMS_DIR))
   metadata = checkpointer.metadata(path).item_metadata.tree

@@ -262,22 +262,32 @@ def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
 
 def _load_variant(variant):
   """(module, params) of a float or quantized saved model, with its tome_r."""
+  path = _saved_model(variant.model, f'report variant {variant.name!r}')
+  try:
+    module, params, _ = load_artifact(path, tome_r=variant.tome_r)
+  except ValueError as e:
+    raise ValueError(f'Report variant {variant.name!r}: {e}') from None
+  return module, params
+
+
+def load_artifact(path: str, tome_r: int = 0):
+  """(module, params, model_config) of any saved model: trained, pruned,
+  shrunk or quantized (the one loader reports and predict use)."""
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
-  path = _saved_model(variant.model, f'report variant {variant.name!r}')
   model_config, params = checkpoint.load_model(path)
   quantized = model_config.get('quant') is not None
   if quantized:
     _, params, model_config = quantize.load_quantized(path)
-  if variant.tome_r:  # token merging needs no training: set it and run
+  if tome_r:  # token merging needs no training: set it and run
     if model_config.get('family') != 'vit':
-      raise ValueError(f'Report variant {variant.name!r}: tome_r needs a ViT; '
-                       f'{path} is a {model_config.get("family")!r} model.')
-    model_config.tome_r = variant.tome_r
+      raise ValueError(f'tome_r needs a ViT; {path} is a '
+                       f'{model_config.get("family")!r} model.')
+    model_config.tome_r = tome_r
   if quantized:
-    return quantize.quantized_model(model_config), params
-  return models.build(model_config), params
+    return quantize.quantized_model(model_config), params, model_config
+  return models.build(model_config), params, model_config
 
 
 def _eval_batches(config) -> List[Dict[str, np.ndarray]]:

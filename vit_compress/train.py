@@ -457,7 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     # no step ran here, so evaluate what is saved.
     eval_metrics = run_eval(_eval_params(state))
   if final_step == config.total_steps:  # on every process: saving is collective
-    _save_final_model(config, workdir, state, eval_metrics)
+    _save_final_model(config, workdir, state, eval_metrics, info)
   result = dict(eval_metrics, step=final_step)
   if 'train/loss' in train_scalars:
     result['train_loss'] = train_scalars['train/loss']
@@ -471,7 +471,16 @@ def _eval_params(state):
   return params
 
 
-def _save_final_model(config, workdir, state, eval_metrics):
+def inference_section(config, info) -> Dict[str, Any]:
+  """What using the model needs besides its weights: the eval preprocessing
+  and the label names (predict.py reads them). Kept in the saved model
+  config, so every artifact made from it (shrunk, quantized, exported npz)
+  carries them too."""
+  return {'pp_eval': config.pp_eval, 'dataset': config.dataset,
+          'class_names': tuple(info.class_names or ())}
+
+
+def _save_final_model(config, workdir, state, eval_metrics, info):
   """The trained model as an artifact with its config: what later stages read."""
   import os  # pylint: disable=g-import-not-at-top
   # Global arrays, possibly split between processes: orbax writes each
@@ -482,7 +491,9 @@ def _save_final_model(config, workdir, state, eval_metrics):
   if 'masks' in state:
     extra['sparsity'] = pruning.sparsity(
         _to_host(state['masks']), params)
-  checkpoint.save_model(os.path.join(workdir, 'model'), params, config.model,
+  model_config = ml_collections.ConfigDict(config.model.to_dict(), type_safe=False)
+  model_config.inference = inference_section(config, info)
+  checkpoint.save_model(os.path.join(workdir, 'model'), params, model_config,
                         extra=extra, overwrite=True)
 
 

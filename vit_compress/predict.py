@@ -1,0 +1,230 @@
+r"""Predict with any artifact: load it, preprocess, run, read logits or features.
+
+    python -m vit_compress.predict --model=PATH [--top_k=5] \
+        [--embeddings_out=F.npy] [--classes=cat,dog] IMAGE...
+
+    p = predict.load(PATH)
+    p(['a.png', image_array])    # [[(class name, probability), ...] per image]
+    p.embed(images)              # (N, D) pre-logits features, for retrieval
+    p.zero_shot(images, ['cat', 'dog'])   # LiT
+
+PATH is a saved model directory (trained, pruned, shrunk or quantized: read
+by `stages.load_artifact`, the one loader) or a vit_jax / big_vision `.npz`
+(with `--model_name`, unless our export wrote its `.model_config.json`
+beside it). The preprocessing and the class names come from the artifact
+(`model_config.inference`, written when training saves the model and kept by
+every transform), with the label ops (onehot, captions, tokenize) left out.
+An artifact saved before they were recorded gets one message saying what to
+pass instead (`--pp`, `--class_names`). A plain vit_jax `.npz` has neither:
+it gets vit_jax's eval preprocessing at the model's size and numbered
+classes, and the log says so.
+"""
+import dataclasses
+import os
+import sys
+from typing import Any, List, Optional, Sequence, Tuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+_LABEL_OPS = ('onehot', 'captions', 'tokenize')   # need labels or texts
+
+
+def image_pp(pp: str) -> str:
+  """An eval pp string without the ops that read labels or make texts."""
+  from vit_compress.data import preprocess  # pylint: disable=g-import-not-at-top
+  ops = [op for op in preprocess.split_ops(pp)
+         if op.split('(')[0].strip() not in _LABEL_OPS]
+  return '|'.join(ops)
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A loaded artifact you call on images (paths, encoded bytes or arrays)."""
+  model_config: ml_collections.ConfigDict
+  module: Any
+  params: Any
+  pp: str
+  class_names: Tuple[str, ...]
+  quantized: bool = False
+
+  def __post_init__(self):
+    import vit_compress.data  # pylint: disable=g-import-not-at-top,unused-import
+    from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+    from vit_compress.data import preprocess  # pylint: disable=g-import-not-at-top
+    self._pp_fn = preprocess.build(self.pp)
+    self._logits = jax.jit(eval_lib.forward_fn(self.module))
+
+  def preprocess(self, images: Sequence[Any]) -> np.ndarray:
+    """(N, H, W, 3) float32 model inputs, by the artifact's eval pp string."""
+    out = []
+    for image in images:
+      if isinstance(image, (str, os.PathLike)):
+        with tf.io.gfile.GFile(os.fspath(image), 'rb') as f:
+          image = f.read()
+      value = tf.constant(image) if isinstance(image, bytes) else tf.convert_to_tensor(
+          np.asarray(image))
+      if value.dtype != tf.string and value.shape.rank == 2:
+        value = value[..., None]   # grayscale (H, W)
+      out.append(self._pp_fn({'image': value})['image'].numpy())
+    return np.stack(out).astype(np.float32)
+
+  def logits(self, images) -> np.ndarray:
+    if self.model_config.get('family') == 'lit':
+      raise ValueError('A LiT model has no classifier: call zero_shot(images, '
+                       'classes) (--classes=a,b,... on the command line).')
+    return np.asarray(self._logits(self.params, self.preprocess(images)))
+
+  def __call__(self, images, top_k: int = 5) -> List[List[Tuple[str, float]]]:
+    return self._top_k(self.logits(images), top_k, self.class_names)
+
+  def embed(self, images) -> np.ndarray:
+    """Pre-logits features: the ViT's pooled token (after `pre_logits` when
+    it has one), Mixer's pooled features, LiT's normalised image embedding."""
+    from vit_compress import models  # pylint: disable=g-import-not-at-top
+    x = self.preprocess(images)
+    if self.model_config.get('family') == 'lit':
+      return np.asarray(self.module.apply({'params': self.params}, images=x)['zimg'])
+    if self.quantized:
+      raise ValueError('embeddings are read from a float model; use the float '
+                       'artifact this quantized one was made from.')
+    headless = ml_collections.ConfigDict(self.model_config.to_dict(), type_safe=False)
+    headless.num_classes = None
+    params = {k: v for k, v in self.params.items() if k not in ('head', 'head_dist')}
+    return np.asarray(models.build(headless).apply({'params': params}, x))
+
+  def zero_shot(self, images, classes: Sequence[str], top_k: int = 5,
+                templates='default'):
+    """LiT: top-k of `classes` by prompt-averaged text embedding."""
+    from vit_compress import data  # pylint: disable=g-import-not-at-top
+    from vit_compress.eval import zero_shot as zs  # pylint: disable=g-import-not-at-top
+    c = self.model_config
+    if c.get('family') != 'lit':
+      raise ValueError(f'--classes is zero-shot, for LiT models; this is a '
+                       f'{c.get("family")!r} classifier with its own classes.')
+    tokenize = data.get_tokenizer(c.tokenizer, c.max_len, c.get('tokenizer_model'))
+    classifier = zs.zero_shot_classifier(self.module, self.params, list(classes),
+                                         templates, tokenize)
+    zimg = self.embed(images)
+    zimg = zimg / np.linalg.norm(zimg, axis=-1, keepdims=True)
+    scores = zimg @ np.asarray(classifier).T * float(
+        np.exp(np.asarray(self.params['t'])[0]))
+    return self._top_k(scores, top_k, tuple(classes))
+
+  @staticmethod
+  def _top_k(logits, k: int, names: Sequence[str]):
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1))
+    out = []
+    for row in probs:
+      order = np.argsort(-row, kind='stable')[:k]
+      out.append([(names[i] if i < len(names) else f'class {i}', float(row[i]))
+                  for i in order])
+    return out
+
+
+def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
+  """(model_config, params) of an .npz: our sidecar config, or a zoo name."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import zoo  # pylint: disable=g-import-not-at-top
+  sidecar = os.path.splitext(path)[0] + '.model_config.json'
+  if tf.io.gfile.exists(sidecar):
+    model_config = checkpoint.read_model_config(sidecar)
+  elif model_name:
+    model_config = zoo.get(model_name)
+    flat = checkpoint.read_npz(path)
+    head = next((v for k, v in flat.items() if k.split('/')[-2:] == ['head', 'bias']),
+                None)
+    if head is not None and model_config.family != 'lit':
+      model_config.num_classes = int(head.shape[-1])
+  else:
+    raise ValueError(f'{path}: give --model_name (a zoo name such as Ti_16: the '
+                     'part of an AugReg file name before the first "-").')
+  if image_size:
+    model_config.image_size = image_size
+  return model_config, checkpoint.load_npz(path, model_config)
+
+
+def load(path: str, *, model_name: Optional[str] = None,
+         image_size: Optional[int] = None, pp: Optional[str] = None,
+         class_names: Optional[Sequence[str]] = None) -> Predictor:
+  """A Predictor for an artifact; `pp` / `class_names` replace what it records."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import models  # pylint: disable=g-import-not-at-top
+  from vit_compress import stages  # pylint: disable=g-import-not-at-top
+  path = os.fspath(path)
+  if checkpoint.is_saved_model(path):
+    module, params, model_config = stages.load_artifact(path)
+    kind = 'saved model'
+  elif path.endswith('.npz'):
+    model_config, params = _npz_model(path, model_name, image_size)
+    module, kind = models.build(model_config), '.npz'
+  elif path.endswith(('.tflite', '.onnx')):
+    raise ValueError(f'{path}: predict reads saved model directories and .npz '
+                     'files; TFLite and ONNX files run in their own runtimes '
+                     '(vit_compress.tflite / onnxruntime), not here yet.')
+  else:
+    raise FileNotFoundError(f'{path} is neither a saved model directory '
+                            '(model_config.json + params/) nor an .npz file.')
+  recorded = model_config.get('inference') or {}
+  pp = pp or recorded.get('pp_eval')
+  names = tuple(class_names or recorded.get('class_names') or ())
+  if (not pp or (not names and model_config.get('family') != 'lit')) and kind == '.npz':
+    size = model_config.image_size
+    pp = pp or f'decode|resize({size})|to_rgb|value_range(-1, 1)'
+    logging.info('%s records no preprocessing or class names: using %r and '
+                 'numbered classes.', path, pp)
+  elif not pp or (not names and model_config.get('family') != 'lit'):
+    raise ValueError(
+        f'{path} was saved without its eval preprocessing and class names '
+        '(models saved before vit_compress recorded them in '
+        "model_config.json's 'inference'): pass --pp='decode|resize(224)|"
+        "value_range(-1, 1)' (the config's pp_eval) and --class_names=a,b,... "
+        '(or predict.load(path, pp=..., class_names=...)).')
+  return Predictor(model_config, module, params, image_pp(pp), names,
+                   quantized=model_config.get('quant') is not None)
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  images = argv[1:]
+  if not images:
+    print('error: give one or more image files after the flags.', file=sys.stderr)
+    return 2
+  try:
+    p = load(f.model, model_name=f.model_name, image_size=f.image_size,
+             pp=f.pp, class_names=f.class_names)
+    if f.classes:
+      results = p.zero_shot(images, f.classes, f.top_k)
+    elif p.model_config.get('family') == 'lit':
+      raise ValueError('a LiT model classifies zero-shot: give --classes=a,b,...')
+    else:
+      results = p(images, f.top_k)
+    if f.embeddings_out:
+      features = p.embed(images)
+      np.save(f.embeddings_out, features, allow_pickle=False)
+      print(f'Wrote {features.shape} embeddings to {f.embeddings_out}.')
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f'error: {e.args[0] if isinstance(e, KeyError) else e}', file=sys.stderr)
+    return 2
+  for image, top in zip(images, results):
+    print(f'{image}: ' + ', '.join(f'{name} {prob:.4f}' for name, prob in top))
+  return 0
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  flags.DEFINE_string('model', None, 'Saved model directory or .npz file.')
+  flags.DEFINE_string('model_name', None, 'Zoo name of an .npz without our config.')
+  flags.DEFINE_integer('image_size', None, 'Resolution of an .npz model.')
+  flags.DEFINE_integer('top_k', 5, 'Labels printed per image.')
+  flags.DEFINE_string('embeddings_out', None, 'Write (N, D) pre-logits features (.npy).')
+  flags.DEFINE_list('classes', None, 'LiT zero-shot: the class names to choose from.')
+  flags.DEFINE_string('pp', None, "Eval preprocessing, where the artifact has none.")
+  flags.DEFINE_list('class_names', None, 'Class names, where the artifact has none.')
+  flags.mark_flag_as_required('model')
+  app.run(lambda argv: sys.exit(main(argv)))
