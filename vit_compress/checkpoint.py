@@ -28,6 +28,7 @@ from absl import logging
 from flax.training import checkpoints as flax_checkpoints
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -86,12 +87,21 @@ def read_npz(path: str) -> Flat:
       if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError('it holds one array, not named parameters')
       with data:
-        return {key: data[key] for key in data.files}
+        return {key: _bfloat16(data[key]) for key in data.files}
     except (ValueError, OSError) as e:  # object arrays need pickle: refused
       raise ValueError(
           f'{path} is not an .npz file of plain arrays ({e}). Files holding '
           'Python objects are never unpickled: save the parameters with '
           'np.savez as numeric arrays.') from None
+
+
+def _bfloat16(value: np.ndarray) -> np.ndarray:
+  """np.savez stores bfloat16 (big_vision's bf16 checkpoints) as raw 2-byte
+  records ('|V2'): they are bfloat16 again here. No other record type is
+  valid in a checkpoint, so any '|V2' array is read as bfloat16."""
+  if value.dtype.kind == 'V' and value.dtype.itemsize == 2 and not value.dtype.names:
+    return value.view(jnp.bfloat16)
+  return value
 
 
 def export_npz(path: str, params: PyTree, names: str = 'pre_linen') -> None:
@@ -158,6 +168,13 @@ def _our_names(flat: Flat, target: Mapping[str, Any]) -> Tuple[Flat, str, set]:
       flat = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
       layout = name
       break
+  else:
+    # A params-only big_vision file: no prefix, but its own marks (a tower's
+    # top-level pos_embedding, a scanned encoderblock, two towers, a MAP head).
+    if any(re.match(r'^((img|txt)/)?pos_embedding$|(^|/)encoderblock/|^(img|txt)/'
+                    r'|(^|/)MAPHead_0/', k) for k in flat):
+      layout = 'big_vision'
+
   # flax's own rename: per-type numbering; Linen names pass through unchanged.
   renamed = dict(paths.flatten_with_paths(
       flax_checkpoints.convert_pre_linen(paths.tree_from_flat(flat))))
