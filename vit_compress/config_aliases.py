@@ -93,7 +93,7 @@ ALIASES: Tuple[Alias, ...] = (
     Alias('accum_steps', 'optim.accum_steps',
           'micro-batches per step (same result as the whole batch, less memory)'),
     Alias('warmup_steps', 'schedule.warmup_steps', 'linear warm-up steps'),
-    Alias('decay_type', 'schedule.decay_type', "'cosine' | 'linear'"),
+    Alias('decay_type', 'schedule.decay_type', "'cosine' or 'linear'"),
     Alias('grad_norm_clip', 'optim.grad_clip_norm', 'global-norm clip'),
     Alias('optim_dtype', 'optim.mu_dtype', 'dtype of the momentum'),
     Alias('pp.train', 'pp_train', 'training pp string'),
@@ -114,7 +114,7 @@ ALIASES: Tuple[Alias, ...] = (
     Alias('teacher_model', 'teacher.model', "teacher's zoo name (guides; "
           "also loss='kd')", follow=_distil),
     Alias('distill_weight', 'distill.weight',
-          'alpha in alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE'),
+          'alpha in alpha * T^2 * KL(teacher_T, student_T) + (1 - alpha) * CE'),
 )
 BY_NAME = {a.name: a for a in ALIASES}
 SAME_NAME = ('total_steps', 'eval_every', 'checkpoint_every', 'shuffle_buffer',
