@@ -89,7 +89,8 @@ def vit(patch: int, hidden: int, mlp: int, heads: int, layers: int,
           'stochastic_depth': 0.0,
       },
       'resnet': resnet,
-      'classifier': classifier,
+      'classifier': classifier,   # 'token' | 'gap' | 'map' (attention pooling)
+      'posemb': 'learn',          # or 'sincos2d' (fixed, big_vision)
       'representation_size': None,
       'distill_token': False,   # DeiT: a second token and head for the teacher
       'head_zeroinit': True,

@@ -63,6 +63,7 @@ def _build_vit(config, name: Optional[str] = None):
       tome_r=tome_r if isinstance(tome_r, int) else tuple(tome_r),
       mlp_ranks=mlp_ranks,
       remat=config.get('remat', False),
+      posemb=config.get('posemb', 'learn'),
       dtype=jnp.dtype(config.get('dtype', 'float32')),
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')),
       name=name)

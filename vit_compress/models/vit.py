@@ -269,6 +269,42 @@ class Encoder(nn.Module):
                         name='encoder_norm')(x)
 
 
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0):
+  """big_vision's fixed 2-D position embedding (1, h*w, width): per patch, the
+  sines and cosines of its column, then of its row, at width/4 frequencies."""
+  if width % 4:
+    raise ValueError(f"posemb='sincos2d' needs a width divisible by 4, got {width}.")
+  quarter = width // 4
+  omega = 1.0 / temperature ** (jnp.arange(quarter) / max(quarter - 1, 1))
+  rows, cols = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing='ij')
+  x = cols.reshape(-1, 1) * omega[None]
+  y = rows.reshape(-1, 1) * omega[None]
+  return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], 1)[None]
+
+
+class MAPHead(nn.Module):
+  """Multi-head attention pooling (big_vision's `pool_type='map'`, SigLIP):
+  a learned probe attends over the tokens, then LayerNorm + MLP residual."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    n, _, d = x.shape
+    probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, d),
+                       self.param_dtype)
+    x = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, kernel_init=nn.initializers.xavier_uniform(),
+        dtype=self.dtype, param_dtype=self.param_dtype)(
+            jnp.tile(probe.astype(x.dtype), (n, 1, 1)), x)
+    y = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype)(
+        y, deterministic=True)
+    return x[:, 0]
+
+
 class VisionTransformer(nn.Module):
   """ViT and R+ViT hybrids; returns logits (or pre-logits when num_classes is None).
 
@@ -292,6 +328,7 @@ class VisionTransformer(nn.Module):
   tome_r: IntOrPerLayer = 0
   mlp_ranks: Optional[Tuple[Tuple[int, int], ...]] = None  # low-rank MLP kernels
   remat: bool = False
+  posemb: str = 'learn'   # or 'sincos2d' (fixed; big_vision, SigLIP)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -307,6 +344,10 @@ class VisionTransformer(nn.Module):
                 name='embedding')(x)
     n, h, w, c = x.shape
     x = jnp.reshape(x, (n, h * w, c))
+    if self.posemb == 'sincos2d':   # on the patches only, as big_vision adds it
+      x = x + posemb_sincos_2d(h, w, c).astype(x.dtype)
+    elif self.posemb != 'learn':
+      raise ValueError(f"Unknown posemb {self.posemb!r}; use 'learn' or 'sincos2d'.")
 
     prefix = []
     if self.classifier == 'token':
@@ -325,6 +366,7 @@ class VisionTransformer(nn.Module):
                 stochastic_depth=self.stochastic_depth, tome_r=self.tome_r,
                 mlp_ranks=self.mlp_ranks,
                 num_prefix_tokens=len(prefix), remat=self.remat,
+                add_position_embedding=self.posemb == 'learn',
                 dtype=self.dtype, param_dtype=self.param_dtype,
                 name='Transformer')(x, train=train)
 
@@ -332,8 +374,12 @@ class VisionTransformer(nn.Module):
       features = x[:, 0]
     elif self.classifier == 'gap':
       features = jnp.mean(x[:, len(prefix):], axis=1)
+    elif self.classifier == 'map':   # the unpruned widths: the head's own
+      features = MAPHead(max(self.num_heads), max(self.mlp_dim), self.dtype,
+                         self.param_dtype, name='MAPHead_0')(x[:, len(prefix):])
     else:
-      raise ValueError(f'Unknown classifier {self.classifier!r}; use token or gap.')
+      raise ValueError(f'Unknown classifier {self.classifier!r}; use token, gap '
+                       'or map.')
 
     if self.representation_size is not None:
       features = nn.Dense(self.representation_size, dtype=self.dtype,
