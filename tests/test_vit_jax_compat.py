@@ -200,3 +200,14 @@ def test_distillation_command_trains_with_kd_from_the_named_teacher(
   with pytest.raises(ValueError, match="config.teacher.model='Nano_2' but the "
                      f"saved model {tmp_path / 'teacher'} is a 'Micro_2'"):
     train.load_teacher(command('Nano_2'), sharding.make_mesh(config.mesh))
+
+
+def test_file_alias_of_a_model_key_compares_with_that_models_default():
+  config = augreg_config.get_config('L_16')   # L/16's own dropout is 0.1
+  config.do = 0.0
+  assert experiment.complete(config).model.transformer.dropout_rate == 0.0
+  config = augreg_config.get_config('L_16')
+  config.do, config.model.transformer.dropout_rate = 0.0, 0.2
+  with pytest.raises(ValueError, match="do .config file. is vit_jax's name for "
+                     'config.model.transformer.dropout_rate, which is set too'):
+    experiment.complete(config)

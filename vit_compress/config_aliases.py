@@ -222,8 +222,13 @@ def check_not_both(values: Sequence[Tuple[str, Any]], user_config, defaults,
   """
   for name, value in values:
     target = BY_NAME[name].target
-    if _has(user_config, target) and _has(defaults, target):
-      if _get(user_config, target) != _get(defaults, target):
+    reference = defaults
+    if target.startswith('model.') and _has(user_config, 'model.name'):
+      from vit_compress import zoo  # pylint: disable=g-import-not-at-top
+      # A model's own defaults (L/16's dropout 0.1), not the default model's.
+      reference = {'model': zoo.get(user_config.model.name)}
+    if _has(user_config, target) and _has(reference, target):
+      if _get(user_config, target) != _get(reference, target):
         raise ValueError(_both_message(name, target, source))
 
 
