@@ -211,3 +211,26 @@ def test_file_alias_of_a_model_key_compares_with_that_models_default():
   with pytest.raises(ValueError, match="do .config file. is vit_jax's name for "
                      'config.model.transformer.dropout_rate, which is set too'):
     experiment.complete(config)
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--config=configs/augreg.py:Q_16-i21k-300ep-lr_0.001'],
+     "error: --config=configs/augreg.py:Q_16-i21k-300ep-lr_0.001: AugReg file "
+     "'Q_16-i21k-300ep-lr_0.001': Unknown AugReg model 'Q_16'."),
+    (['--config=configs/augreg.py:Ti_16', '--config.momentum=0.5'],
+     "error: --config.momentum: the config has no key 'momentum' there. Did you "
+     "mean 'optim.momentum'?"),
+], ids=['unknown AugReg model', 'key in a section'])
+def test_cli_errors_are_one_line(tmp_path, flags, message):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from train_helpers import subprocess_env  # pylint: disable=g-import-not-at-top
+  result = subprocess.run(
+      [sys.executable, '-m', 'vit_compress.main', f'--workdir={tmp_path / "w"}',
+       *flags], env=subprocess_env(), cwd=REPO, capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'w').exists()
