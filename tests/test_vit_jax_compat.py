@@ -16,7 +16,6 @@ from ml_collections import config_flags
 
 from configs import augreg as augreg_config
 from train_helpers import PP_8PX, REPO
-from vit_compress import augreg
 from vit_compress import checkpoint
 from vit_compress import config_aliases
 from vit_compress import experiment
