@@ -110,3 +110,14 @@ def test_lit_zero_shot_over_given_classes(tmp_path):
   assert p.embed(images).shape == (3, 32)
   with pytest.raises(ValueError, match='zero_shot'):
     p(images)
+
+
+def test_compact_artifact_keeps_preprocessing_and_names(trained):
+  """export's artifact (shrunk, then int8) still predicts from its own record."""
+  model_dir, files, images, root = trained
+  config, params = checkpoint.load_model(model_dir)
+  export.export_artifact(config, params, str(root / 'compact'))
+  module, loaded, compact_config = stages.load_artifact(str(root / 'compact'))
+  assert compact_config.inference.class_names[:2] == ('zero', 'one')
+  top1 = [t[0][0] for t in predict.load(str(root / 'compact'))(files, top_k=1)]
+  assert top1 == _eval_labels(module, loaded, images)
