@@ -121,3 +121,20 @@ def test_compact_artifact_keeps_preprocessing_and_names(trained):
   assert compact_config.inference.class_names[:2] == ('zero', 'one')
   top1 = [t[0][0] for t in predict.load(str(root / 'compact'))(files, top_k=1)]
   assert top1 == _eval_labels(module, loaded, images)
+
+
+def test_plain_vit_jax_npz_with_model_name(trained):
+  """A bare .npz records nothing: vit_jax's eval pp at the model's size and
+  numbered classes; the classes come from the file's head."""
+  model_dir, files, images, root = trained
+  config, params = checkpoint.load_model(model_dir)
+  checkpoint.export_npz(str(root / 'bare.npz'), params)   # no sidecar config
+  with pytest.raises(ValueError, match='give --model_name'):
+    predict.load(str(root / 'bare.npz'))
+  p = predict.load(str(root / 'bare.npz'), model_name='Nano_2', image_size=8)
+  assert p.model_config.num_classes == 10
+  assert p.pp == 'decode|resize(8)|to_rgb|value_range(-1, 1)'
+  names = data.get_dataset_info('digits').class_names
+  expected = [f'class {names.index(n)}' for n in
+              _eval_labels(models.build(config), params, images)]
+  assert [t[0][0] for t in p(files, top_k=1)] == expected
