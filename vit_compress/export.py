@@ -115,7 +115,7 @@ def export_artifact(model_config: ml_collections.ConfigDict, params, directory: 
 
 # ----------------------------------------------------------------- TFLite
 def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
-                  int8: bool = False,
+                  int8: bool = False, int8_mode: str = 'full',
                   representative_images: Optional[Iterable[np.ndarray]] = None,
                   batch_size: int = 1, per_channel: bool = True,
                   int8_io: bool = False) -> Dict[str, Any]:
@@ -126,7 +126,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
   module = models.build(model_config)
   size = int(model_config.image_size)
   blob = tflite.convert(classification.forward_fn(module), params, (size, size, 3),
-                        batch_size=batch_size, int8=int8,
+                        batch_size=batch_size, int8=int8, int8_mode=int8_mode,
                         representative_images=representative_images,
                         per_channel=per_channel, int8_io=int8_io)
   parent = os.path.dirname(path)

@@ -14,11 +14,17 @@ agreement with the float model, and halved the logit error):
 - LayerNorm takes its mean and variance as matmuls with a 1/D vector, which
   accumulate in int32, instead of int8 sums over D channels.
 
-int8 is TFLite's full-integer post-training quantization: a representative
-dataset (training images) calibrates the activation ranges, weights and
-activations become int8 (weights per output channel unless
-`per_channel=False`), with float input and output by default
-(`int8_io=True` makes them int8 too). Tensor names (JAX source locations,
+int8 comes in two modes (`int8_mode`). 'full' is TFLite's full-integer
+post-training quantization: a representative dataset (training images)
+calibrates the activation ranges, weights and activations become int8
+(weights per output channel unless `per_channel=False`), with float input
+and output by default (`int8_io=True` makes them int8 too). 'dynamic' is
+dynamic-range quantization: int8 weights, float activations that the
+fully-connected kernels quantize per call from their own range. On x86 CPUs
+with AVX-512 'dynamic' is the fast one at ViT sizes: ViT-Ti/16 at 224 px,
+batch 1, 2 threads, AMD EPYC (Zen 4, AVX-512 VNNI), dynamic ran 1.9x the
+float file and full-integer 0.5x (bench/README.md); its logit error is also
+about 6x smaller (no calibrated range clips an activation). Tensor names (JAX source locations,
 debugging only) are stripped from both files: they cost a tiny model a
 noticeable share of its size and carry no behaviour.
 
@@ -40,7 +46,7 @@ PyTree = Any
 Model = Union[bytes, str]   # the flatbuffer, or a path to a .tflite file
 
 
-def _fixed_batches(images: Iterable[np.ndarray], batch_size: int, limit: int):
+def fixed_batches(images: Iterable[np.ndarray], batch_size: int, limit: int):
   """Re-chunks arrays of images into exactly `batch_size` (drops the rest)."""
   pool, out, seen = [], [], 0
   for chunk in images:
@@ -53,6 +59,13 @@ def _fixed_batches(images: Iterable[np.ndarray], batch_size: int, limit: int):
     if seen >= limit:
       break
   return out
+
+
+# int8 TFLite modes: 'full' = full-integer post-training quantization (int8
+# weights and activations, activation ranges calibrated on training images);
+# 'dynamic' = dynamic-range quantization (int8 weights, float activations
+# quantized per call from their own range; no calibration).
+INT8_MODES = ('full', 'dynamic')
 
 
 def _attention_for_tflite(query, key, value, bias=None, mask=None, *,
@@ -111,14 +124,16 @@ def _strip_strings(blob: bytes) -> bytes:
 
 def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
             image_shape: Sequence[int], *, batch_size: int = 1,
-            int8: bool = False,
+            int8: bool = False, int8_mode: str = 'full',
             representative_images: Optional[Iterable[np.ndarray]] = None,
             num_calibration: int = 256, per_channel: bool = True,
             int8_io: bool = False, strip: bool = True) -> bytes:
   """The .tflite flatbuffer of `apply_fn(params, images) -> logits`.
 
-  `representative_images` (int8 only): arrays (N, H, W, 3) of training
-  images in the model's input range; the first `num_calibration` are used.
+  `int8_mode` (int8 only): 'full' (full-integer, calibrated) or 'dynamic'
+  (see INT8_MODES). `representative_images` ('full' only): arrays
+  (N, H, W, 3) of training images in the model's input range; the first
+  `num_calibration` are used.
   """
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   shape = (int(batch_size),) + tuple(int(d) for d in image_shape)
@@ -130,11 +145,18 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
   with _tflite_friendly_layers():
     concrete = fn.get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
-  if int8:
+  if int8 and int8_mode not in INT8_MODES:
+    raise ValueError(f'Unknown int8_mode {int8_mode!r}; choose from {list(INT8_MODES)}.')
+  if int8 and int8_mode == 'dynamic':
+    # No representative data: weights become int8, activations stay float and
+    # are quantized per call inside the hybrid kernels.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+  elif int8:
     if representative_images is None:
       raise ValueError('int8 TFLite needs representative_images: a few hundred '
                        'training images calibrate the activation ranges.')
-    calibration = _fixed_batches(representative_images, shape[0], num_calibration)
+    calibration = fixed_batches(representative_images, shape[0], num_calibration)
     if not calibration:
       raise ValueError('int8 TFLite: representative_images gave no image.')
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -151,19 +173,19 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
 
 
 # ------------------------------------------------------------------- running
-def interpreter(model: Model):
+def interpreter(model: Model, num_threads: Optional[int] = None):
   """An allocated interpreter for a .tflite path or flatbuffer (LiteRT first)."""
   try:
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
   except ImportError:
     Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
   if isinstance(model, (bytes, bytearray)):
-    interp = Interpreter(model_content=bytes(model))
+    interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
   else:
     if not tf.io.gfile.exists(os.fspath(model)):
       raise FileNotFoundError(f'No TFLite file at {model}.')
     with tf.io.gfile.GFile(os.fspath(model), 'rb') as f:
-      interp = Interpreter(model_content=f.read())
+      interp = Interpreter(model_content=f.read(), num_threads=num_threads)
   interp.allocate_tensors()
   return interp
 
