@@ -309,16 +309,20 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
                      checkpoint_path: Optional[str] = None, random_init: bool = False,
                      num_classes: Optional[int] = None,
                      artifacts: Optional[Sequence[str]] = None,
+                     dataset: Optional[str] = None,
                      data_config: Optional[ml_collections.ConfigDict] = None,
                      data_dir: Optional[str] = None, num_calibration: int = 128,
-                     threads: Optional[int] = None, rounds: int = 7) -> Dict[str, Any]:
+                     threads: Optional[int] = None, rounds: int = 7,
+                     min_run_s: float = 0.2) -> Dict[str, Any]:
   """Writes, checks and times the edge artifacts; returns (and writes) the manifest.
 
   `model`: a zoo name (weights from `checkpoint_path`, or random with
   `random_init=True`), a saved / shrunk / quantized model directory (a
   training workdir resolves to its model/), or an .npz with its
   .model_config.json beside it. `input_shape`: (batch, H, W, 3), the shape
-  every artifact is built for and timed at.
+  every artifact is built for and timed at. `dataset` (or `data_config`, an
+  experiment config's data keys) names the check and calibration data when
+  the model records none (a quantized directory does not).
   """
   names = list(artifacts or ARTIFACTS.names())
   for name in names:
@@ -334,6 +338,7 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
   config, params, info = load(model, shape[1], checkpoint_path=checkpoint_path,
                               random_init=random_init, num_classes=num_classes)
   fn = classification.forward_fn(models.build(config))
+  info['dataset'] = info.get('dataset') or dataset
   batches, calibration, check_on = _check_and_calibration_images(
       config, info, num_calibration, data_config, data_dir)
   jitted = jax.jit(fn)
@@ -365,7 +370,7 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
     calls[name] = lambda predict=predict: predict(images)
     logging.info('%s: %s', name, entries[name]['check'])
 
-  seconds = interleaved_seconds(calls, rounds=rounds)
+  seconds = interleaved_seconds(calls, rounds=rounds, min_run_s=min_run_s)
   for name, s in seconds.items():
     entries[name]['seconds_per_batch'] = s
     entries[name]['images_per_s'] = shape[0] / s['median']

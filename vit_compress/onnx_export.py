@@ -21,6 +21,7 @@ Files run in `onnxruntime.InferenceSession` on the CPU execution provider
 with a stated thread count (`session`).
 """
 import os
+import pathlib
 import tempfile
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -31,6 +32,28 @@ import numpy as np
 PyTree = Any
 Model = Union[bytes, str]   # a serialized ModelProto, or a path to a .onnx file
 INPUT_NAME, OUTPUT_NAME, BATCH_DIM = 'images', 'logits', 'batch'
+
+
+# jax2onnx imports every plugin on its first conversion, including its
+# equinox plugins and examples, which compile dozens of jitted functions at
+# import: 22 s of the 25 s it takes on a 2-core CPU. JAX and Flax models need
+# the jax/, flax/ (and dm_pix/) plugins only. This pre-imports those and marks
+# discovery done, through jax2onnx 0.17's private plugin_system (the one place
+# that touches it); if that API moves, jax2onnx's own full import runs instead.
+_PLUGIN_TREES = ('jax', 'flax', 'dm_pix')
+
+
+def _import_needed_plugins() -> None:
+  try:
+    from jax2onnx.plugins import plugin_system  # pylint: disable=g-import-not-at-top
+    if plugin_system._already_imported_plugins:  # pylint: disable=protected-access
+      return
+    root = pathlib.Path(plugin_system.__file__).parent
+    for tree in _PLUGIN_TREES:
+      plugin_system._import_tree(root / tree, f'jax2onnx.plugins.{tree}')  # pylint: disable=protected-access
+    plugin_system._already_imported_plugins = True  # pylint: disable=protected-access
+  except (ImportError, AttributeError) as e:
+    logging.info('jax2onnx plugin pre-import unavailable (%s); it imports all.', e)
 
 
 def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
@@ -45,6 +68,7 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
   of the decomposed form took a random Nano's logits to 200 % error).
   """
   import jax2onnx  # pylint: disable=g-import-not-at-top
+  _import_needed_plugins()
   params = jax.tree.map(np.asarray, params)
   batch = BATCH_DIM if batch_size is None else int(batch_size)
   shape = (batch,) + tuple(int(d) for d in image_shape)
