@@ -153,6 +153,8 @@ def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = No
                             f'{checkpoint.CONFIG_FILE}), a workdir holding model/, '
                             'nor an .npz file.')
   overrides = {'image_size': size}
+  if random_init and checkpoint_path is None:
+    overrides['head_zeroinit'] = False   # a zero head's logits tie: nothing to check
   if num_classes:
     overrides['num_classes'] = num_classes
   config = zoo.get(model, **overrides)   # an unknown name lists the known ones
@@ -287,7 +289,7 @@ def interleaved_seconds(calls: Dict[str, Callable[[], Any]], rounds: int = 7,
           for key, r in runs.items()}
 
 
-def _cpu() -> Dict[str, Any]:
+def cpu_info() -> Dict[str, Any]:
   """The CPU model and its int8-relevant flags (x86 /proc/cpuinfo)."""
   model, flags = 'unknown', set()
   try:
@@ -380,7 +382,7 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
   fastest_float = min(floats, key=lambda n: seconds[n]['median']) if floats else None
   manifest = {
       'model': info, 'model_name': config.get('name'),
-      'input_shape': list(shape), 'threads': threads, 'cpu': _cpu(),
+      'input_shape': list(shape), 'threads': threads, 'cpu': cpu_info(),
       'check_images': check_on, 'timing': f'median of {rounds} interleaved rounds, '
       'after warm-up; seconds per call of the input_shape batch',
       'artifacts': entries, 'chosen': chosen, 'fastest_float': fastest_float,
