@@ -22,7 +22,7 @@ Invariant: the chosen artifact passed its check in this run, on this
 machine, and the manifest says how fast it was against the fastest float one.
 A float artifact passes with top-1 identical to JAX on every check image and
 logits within FLOAT_TOLERANCE; an int8 one with >= MIN_INT8_AGREEMENT % top-1
-agreement. int8 calibration uses the training split with the eval
+agreement (on random images, with logits within RANDOM_INT8_LOGIT_ERROR). int8 calibration uses the training split with the eval
 preprocessing (`export._representative_images`), or the check images' own
 distribution when no dataset is known.
 """
@@ -51,6 +51,12 @@ MANIFEST_FILE = 'manifest.json'
 FLOAT_TOLERANCE = 1e-4      # relative logit error of a float artifact
 MIN_INT8_AGREEMENT = 99.0   # % top-1 agreement with JAX of an int8 artifact
 RANDOM_CHECK_IMAGES = 256
+# Without real images (random weights, no dataset), top-1 agreement says
+# little: on noise a model's top logits nearly tie, so any rounding flips them
+# (a random Ti/16's ONNX dynamic int8 agreed on 94 % of noise images at 2.5 %
+# logit error). There an int8 file passes on its relative logit error alone;
+# the int8 files of a random Ti/16 at 224 px measured 0.025-0.04.
+RANDOM_INT8_LOGIT_ERROR = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,16 +262,22 @@ def _predictor(artifact: Artifact, path: str, threads: int):
   return lambda images: onnx_export.predict(sess, images)
 
 
-def _check(artifact: Artifact, predict, reference, batches) -> Dict[str, Any]:
+def _check(artifact: Artifact, predict, reference, batches,
+           real_images: bool) -> Dict[str, Any]:
   logits = np.concatenate([predict(b['image']) for b in batches])
   error = float(np.linalg.norm(logits - reference) / np.linalg.norm(reference))
   agreement = 100.0 * float(np.mean(logits.argmax(-1) == reference.argmax(-1)))
   if artifact.precision == 'float32':
     passed = agreement == 100.0 and error <= FLOAT_TOLERANCE
-  else:
+    criterion = f'top-1 identical, logit error <= {FLOAT_TOLERANCE}'
+  elif real_images:
     passed = agreement >= MIN_INT8_AGREEMENT
+    criterion = f'top-1 agreement >= {MIN_INT8_AGREEMENT} %'
+  else:
+    passed = error <= RANDOM_INT8_LOGIT_ERROR
+    criterion = f'logit error <= {RANDOM_INT8_LOGIT_ERROR} (random images)'
   return {'top1_agreement': agreement, 'logit_error': error, 'count': len(logits),
-          'passed': bool(passed)}
+          'passed': bool(passed), 'criterion': criterion}
 
 
 def interleaved_seconds(calls: Dict[str, Callable[[], Any]], rounds: int = 7,
@@ -368,7 +380,8 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
     entries[name] = {'path': path, 'runtime': artifact.runtime,
                      'precision': artifact.precision, 'bytes': len(blob),
                      'build_s': time.perf_counter() - start,
-                     'check': _check(artifact, predict, reference, batches)}
+                     'check': _check(artifact, predict, reference, batches,
+                                     real_images=not check_on.startswith('random'))}
     calls[name] = lambda predict=predict: predict(images)
     logging.info('%s: %s', name, entries[name]['check'])
 

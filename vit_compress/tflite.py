@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from vit_compress import litert_private
+
 PyTree = Any
 Model = Union[bytes, str]   # the flatbuffer, or a path to a .tflite file
 
@@ -151,7 +153,7 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
     # No representative data: weights become int8, activations stay float and
     # are quantized per call inside the hybrid kernels.
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    litert_private.set_per_channel(converter, per_channel)
   elif int8:
     if representative_images is None:
       raise ValueError('int8 TFLite needs representative_images: a few hundred '
@@ -162,7 +164,7 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([x] for x in calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    litert_private.set_per_channel(converter, per_channel)
     if int8_io:
       converter.inference_input_type = tf.int8
       converter.inference_output_type = tf.int8
@@ -173,19 +175,21 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
 
 
 # ------------------------------------------------------------------- running
-def interpreter(model: Model, num_threads: Optional[int] = None):
+def interpreter(model: Model, num_threads: Optional[int] = None, **options):
   """An allocated interpreter for a .tflite path or flatbuffer (LiteRT first)."""
   try:
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
   except ImportError:
     Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
   if isinstance(model, (bytes, bytearray)):
-    interp = Interpreter(model_content=bytes(model), num_threads=num_threads)
+    interp = Interpreter(model_content=bytes(model), num_threads=num_threads,
+                         **options)
   else:
     if not tf.io.gfile.exists(os.fspath(model)):
       raise FileNotFoundError(f'No TFLite file at {model}.')
     with tf.io.gfile.GFile(os.fspath(model), 'rb') as f:
-      interp = Interpreter(model_content=f.read(), num_threads=num_threads)
+      interp = Interpreter(model_content=f.read(), num_threads=num_threads,
+                           **options)
   interp.allocate_tensors()
   return interp
 
@@ -245,7 +249,7 @@ def accuracy(model: Model, batches: Iterable[Mapping[str, Any]]) -> Dict[str, fl
 def describe(model: Model) -> Dict[str, Any]:
   """Size, input dtype and how much of the graph is integer (for reports)."""
   interp = interpreter(model)
-  ops = interp._get_ops_details()  # pylint: disable=protected-access
+  ops = litert_private.ops_details(interp)
   tensors = {t['index']: t for t in interp.get_tensor_details()}
   integer_ops = [op['op_name'] for op in ops
                  if op['outputs'].size and all(
@@ -254,3 +258,9 @@ def describe(model: Model) -> Dict[str, Any]:
   return {'ops': len(ops), 'integer_ops': len(integer_ops),
           'input_dtype': np.dtype(interp.get_input_details()[0]['dtype']).name,
           'input_shape': [int(d) for d in interp.get_input_details()[0]['shape']]}
+
+
+def xnnpack_fallback(model: Model) -> Dict[str, int]:
+  """{'OP(dtype)': count} of the ops the XNNPACK delegate leaves to TFLite's kernels."""
+  found = litert_private.xnnpack_fallback(lambda **options: interpreter(model, **options))
+  return {f'{name}({kind})': n for (name, kind), n in sorted(found.items())}
