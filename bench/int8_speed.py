@@ -33,11 +33,8 @@ disk (checkpoint.save_model / quantize.save_quantized directories, .tflite
 files). "logit err." is |logits - float logits| / |float logits| over 64
 random images, a check that the int8 forms compute the same function.
 """
-import math
 import os
-import statistics
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -47,6 +44,7 @@ import numpy as np
 
 import machine
 from vit_compress import checkpoint
+from vit_compress import edge
 from vit_compress import eval as eval_lib
 from vit_compress import models
 from vit_compress import onnx_export
@@ -141,24 +139,6 @@ def _tflite_runner(path, images):
   return run
 
 
-def _interleaved(calls, min_run_s: float = 0.3):
-  """{key: median seconds per call}; one timed run of every call per round."""
-  repeats = {}
-  for key, call in calls.items():
-    call()  # warm up
-    start = time.perf_counter()
-    call()
-    repeats[key] = max(1, math.ceil(min_run_s / (time.perf_counter() - start)))
-  runs = {key: [] for key in calls}
-  for _ in range(_ROUNDS.value):
-    for key, call in calls.items():
-      start = time.perf_counter()
-      for _ in range(repeats[key]):
-        call()
-      runs[key].append((time.perf_counter() - start) / repeats[key])
-  return {key: statistics.median(r) for key, r in runs.items()}
-
-
 def main(argv):
   del argv
   print(machine.describe())
@@ -191,6 +171,7 @@ def main(argv):
       row['bytes'][b] = os.path.getsize(path)
       row['err'] = np.linalg.norm(logits - reference) / np.linalg.norm(reference)
       row['int8 ops'] = tflite.describe(path)
+      row['fallback'] = tflite.xnnpack_fallback(path)
   if _ONNX.value:
     for name, path in _onnx_files(config, params, out_dir).items():
       sess = onnx_export.session(path, _THREADS.value)
@@ -200,7 +181,8 @@ def main(argv):
       logits = onnx_export.predict(sess, check)
       rows[name] = {'bytes': os.path.getsize(path), 'flops': None,
                     'err': np.linalg.norm(logits - reference) / np.linalg.norm(reference)}
-  seconds = _interleaved(calls)
+  seconds = {key: t['median'] for key, t in edge.interleaved_seconds(
+      calls, rounds=_ROUNDS.value, min_run_s=0.3, warmup=1).items()}
 
   print(f'end: {machine.load()}\n')
   print(f'{_MODEL.value} at {_IMAGE_SIZE.value} px ({models.count_params(params):,} '
@@ -222,7 +204,8 @@ def main(argv):
   for name, row in rows.items():
     if 'int8 ops' in row:
       d = row['int8 ops']
-      print(f"{name}: {d['integer_ops']} of {d['ops']} ops integer")
+      print(f"{name}: {d['integer_ops']} of {d['ops']} ops integer; outside "
+            f"XNNPACK: {row['fallback'] or 'none'}")
 
 
 if __name__ == '__main__':

@@ -167,12 +167,7 @@ def predict(sess, images: np.ndarray) -> np.ndarray:
   if images.shape[1:] != want:
     raise ValueError(f'The ONNX model takes images of shape {want}; got '
                      f'{images.shape[1:]} (check the eval preprocessing size).')
-  batch = inp.shape[0] if isinstance(inp.shape[0], int) else len(images)
-  logits = []
-  for start in range(0, len(images), batch):
-    chunk = images[start:start + batch]
-    real = len(chunk)
-    if real < batch:
-      chunk = np.concatenate([chunk, np.zeros((batch - real,) + want, np.float32)])
-    logits.append(sess.run([OUTPUT_NAME], {inp.name: chunk})[0][:real])
-  return np.concatenate(logits)
+  from vit_compress import tflite  # pylint: disable=g-import-not-at-top
+  batch = inp.shape[0] if isinstance(inp.shape[0], int) else max(len(images), 1)
+  return tflite.in_batches(lambda chunk: sess.run([OUTPUT_NAME], {inp.name: chunk})[0],
+                           images, batch)

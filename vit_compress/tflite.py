@@ -217,16 +217,26 @@ def predict(interp, images: np.ndarray) -> np.ndarray:
   if images.shape[1:] != want:
     raise ValueError(f'The TFLite model takes images of shape {want}; got '
                      f'{images.shape[1:]} (check the eval preprocessing size).')
-  logits = []
+  def run(chunk):
+    interp.set_tensor(inp['index'], _quantize(chunk, inp))
+    interp.invoke()
+    return _dequantize(interp.get_tensor(out['index']), out)
+  return in_batches(run, images, batch)
+
+
+def in_batches(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+               batch: int) -> np.ndarray:
+  """`run` over `images` in chunks of exactly `batch` (the last zero-padded),
+  outputs of the padding dropped: how a fixed-shape file sees any number."""
+  outputs = []
   for start in range(0, len(images), batch):
     chunk = images[start:start + batch]
     real = len(chunk)
     if real < batch:
-      chunk = np.concatenate([chunk, np.zeros((batch - real,) + want, np.float32)])
-    interp.set_tensor(inp['index'], _quantize(chunk, inp))
-    interp.invoke()
-    logits.append(_dequantize(interp.get_tensor(out['index']), out)[:real])
-  return np.concatenate(logits)
+      chunk = np.concatenate([chunk, np.zeros((batch - real,) + chunk.shape[1:],
+                                              chunk.dtype)])
+    outputs.append(run(chunk)[:real])
+  return np.concatenate(outputs)
 
 
 def accuracy(model: Model, batches: Iterable[Mapping[str, Any]]) -> Dict[str, float]:
