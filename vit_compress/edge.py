@@ -119,7 +119,10 @@ def check_input_shape(model_config: ml_collections.ConfigDict,
   if model_config.get('patches'):
     config = ml_collections.ConfigDict(model_config.to_dict())
     config.image_size = int(shape[1])
-    experiment._check_patches(config, 'the model')  # pylint: disable=protected-access
+    try:
+      experiment._check_patches(config, 'model')  # pylint: disable=protected-access
+    except ValueError as e:
+      raise ValueError(f'input_shape={shape}: {e}') from None
   return tuple(int(d) for d in shape)
 
 
