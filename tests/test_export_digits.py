@@ -85,7 +85,7 @@ def test_tflite_int8_is_small_and_as_accurate_on_digits(workdir, digits_data_dir
   assert tflite.xnnpack_fallback(int8_file['path']) == {}
 
 
-FAST = dict(rounds=3, min_run_s=0.02, threads=1, num_calibration=64)
+FAST = dict(rounds=2, min_run_s=0.02, threads=1, num_calibration=16)
 
 
 def _check_manifest(manifest, out):
