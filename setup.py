@@ -31,6 +31,9 @@ setuptools.setup(
         'importlib_resources>=6',  # TFDS prepares packaged builders with it
         'tensorboard>=2.18,<3',
         'ai-edge-litert>=1.2,<3',  # the TFLite (LiteRT) interpreter  # clu's metric writers (event files)
+        'jax2onnx>=0.17,<0.18',    # JAX -> ONNX (its plugin API moves between minors)
+        'onnx>=1.17,<2',
+        'onnxruntime>=1.20,<2',    # runs and quantizes (dynamic, static QDQ) the ONNX files
     ],
     extras_require={
         'test': [

@@ -2,6 +2,7 @@ r"""int8 against float inference, in JAX (qwix) and in TFLite (LiteRT), measured
 
     python bench/int8_speed.py              # Ti_16 at 64 px, batch 1 and 64, CPU
     python bench/int8_speed.py --model=S_16 --image_size=96 --batch_sizes=1,256
+    python bench/int8_speed.py --image_size=224 --batch_sizes=1,32 --tflite_threads=2
 
 One ViT with random weights (a proper init with a non-zero head; speed and
 size do not depend on the values) in these forms:
@@ -14,7 +15,16 @@ size do not depend on the values) in these forms:
   TFLite float / int8  tflite.convert (full-integer int8 calibrated on the same
                      images), one file per batch size (TFLite shapes are
                      fixed), run in the LiteRT interpreter with
-                     `tflite_threads` threads.
+                     `tflite_threads` threads;
+  TFLite int8 dynamic  dynamic-range int8 (int8 weights, activations quantized
+                     per call), what export_optimized picks on x86;
+  ONNX float / int8 dynamic / int8 static  onnx_export: the jax2onnx export
+                     (one file, symbolic batch), ORT's quantize_dynamic and
+                     static QDQ (calibrated on the same images), run in ONNX
+                     Runtime's CPU provider with `tflite_threads` threads.
+
+The CPU model and its int8 flags (AVX2, AVX-512, VNNI, AMX) head the table:
+which int8 form is fastest depends on them.
 
 img/s: every variant is compiled (or loaded) and warmed up, then timed in
 `rounds` interleaved rounds (each run repeats calls for at least 0.3 s), the
@@ -23,11 +33,8 @@ disk (checkpoint.save_model / quantize.save_quantized directories, .tflite
 files). "logit err." is |logits - float logits| / |float logits| over 64
 random images, a check that the int8 forms compute the same function.
 """
-import math
 import os
-import statistics
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -37,8 +44,10 @@ import numpy as np
 
 import machine
 from vit_compress import checkpoint
+from vit_compress import edge
 from vit_compress import eval as eval_lib
 from vit_compress import models
+from vit_compress import onnx_export
 from vit_compress import tflite
 from vit_compress import zoo
 from vit_compress.compress import quantize
@@ -53,6 +62,7 @@ _CALIBRATION = flags.DEFINE_integer('calibration', 128,
 _THREADS = flags.DEFINE_integer('tflite_threads', os.cpu_count(),
                                 'LiteRT interpreter threads.')
 _TFLITE = flags.DEFINE_bool('tflite', True, 'Also convert and time TFLite files.')
+_ONNX = flags.DEFINE_bool('onnx', True, 'Also export and time ONNX files (ONNX Runtime).')
 _OUT = flags.DEFINE_string('out_dir', None, 'Where artifacts go (default: a temp dir).')
 
 
@@ -89,14 +99,33 @@ def _tflite_files(config, params, out_dir, batch_sizes):
   shape = (_IMAGE_SIZE.value,) * 2 + (3,)
   files = {}
   for b in batch_sizes:
-    for name, int8 in (('TFLite float32', False), ('TFLite int8', True)):
-      blob = tflite.convert(fn, params, shape, batch_size=b, int8=int8,
+    for name, mode in (('TFLite float32', None), ('TFLite int8', 'full'),
+                       ('TFLite int8 dynamic', 'dynamic')):
+      blob = tflite.convert(fn, params, shape, batch_size=b, int8=mode is not None,
+                            int8_mode=mode or 'full',
                             representative_images=[_images(_CALIBRATION.value, 1)],
                             num_calibration=max(_CALIBRATION.value // b, 1) * b)
-      path = os.path.join(out_dir, f"{name.split()[1]}_b{b}.tflite")
+      path = os.path.join(out_dir, f"{name.split(' ', 1)[1].replace(' ', '_')}_b{b}.tflite")
       with open(path, 'wb') as f:
         f.write(blob)
       files[name, b] = path
+  return files
+
+
+def _onnx_files(config, params, out_dir):
+  """{name: path} of the float, dynamic and static int8 ONNX files (any batch)."""
+  fn = classification.forward_fn(models.build(config))
+  blob = onnx_export.convert(fn, params, (_IMAGE_SIZE.value,) * 2 + (3,))
+  blobs = {'ONNX float32': blob,
+           'ONNX int8 dynamic': onnx_export.quantize_dynamic(blob),
+           'ONNX int8 static': onnx_export.quantize_static(
+               blob, [_images(_CALIBRATION.value, 1)],
+               num_calibration=_CALIBRATION.value)}
+  files = {}
+  for name, data in blobs.items():
+    files[name] = os.path.join(out_dir, name.lower().replace(' ', '_') + '.onnx')
+    with open(files[name], 'wb') as f:
+      f.write(data)
   return files
 
 
@@ -108,24 +137,6 @@ def _tflite_runner(path, images):
     interp.set_tensor(inp['index'], images)
     interp.invoke()
   return run
-
-
-def _interleaved(calls, min_run_s: float = 0.3):
-  """{key: median seconds per call}; one timed run of every call per round."""
-  repeats = {}
-  for key, call in calls.items():
-    call()  # warm up
-    start = time.perf_counter()
-    call()
-    repeats[key] = max(1, math.ceil(min_run_s / (time.perf_counter() - start)))
-  runs = {key: [] for key in calls}
-  for _ in range(_ROUNDS.value):
-    for key, call in calls.items():
-      start = time.perf_counter()
-      for _ in range(repeats[key]):
-        call()
-      runs[key].append((time.perf_counter() - start) / repeats[key])
-  return {key: statistics.median(r) for key, r in runs.items()}
 
 
 def main(argv):
@@ -160,13 +171,25 @@ def main(argv):
       row['bytes'][b] = os.path.getsize(path)
       row['err'] = np.linalg.norm(logits - reference) / np.linalg.norm(reference)
       row['int8 ops'] = tflite.describe(path)
-  seconds = _interleaved(calls)
+      row['fallback'] = tflite.xnnpack_fallback(path)
+  if _ONNX.value:
+    for name, path in _onnx_files(config, params, out_dir).items():
+      sess = onnx_export.session(path, _THREADS.value)
+      for b in batch_sizes:
+        x = _images(b, 3)
+        calls[name, b] = lambda s=sess, x=x: s.run(None, {onnx_export.INPUT_NAME: x})
+      logits = onnx_export.predict(sess, check)
+      rows[name] = {'bytes': os.path.getsize(path), 'flops': None,
+                    'err': np.linalg.norm(logits - reference) / np.linalg.norm(reference)}
+  seconds = {key: t['median'] for key, t in edge.interleaved_seconds(
+      calls, rounds=_ROUNDS.value, min_run_s=0.3, warmup=1).items()}
 
   print(f'end: {machine.load()}\n')
   print(f'{_MODEL.value} at {_IMAGE_SIZE.value} px ({models.count_params(params):,} '
         f'params, {rows["JAX float32"]["flops"] / 1e9:.3f} GFLOPs/img), random '
-        f'weights; median of {_ROUNDS.value} interleaved rounds; TFLite with '
-        f'{_THREADS.value} threads; artifacts in {out_dir}\n')
+        f'weights; median of {_ROUNDS.value} interleaved rounds; TFLite and ONNX '
+        f'Runtime with {_THREADS.value} threads; {machine.cpu_model()} '
+        f'({machine.cpu_flags()}); artifacts in {out_dir}\n')
   base = {b: seconds['JAX float32', b] for b in batch_sizes}
   head = ' | '.join(f'img/s b{b} | vs JAX float b{b}' for b in batch_sizes)
   print(f'| variant | {head} | MiB on disk | logit err. |')
@@ -181,7 +204,8 @@ def main(argv):
   for name, row in rows.items():
     if 'int8 ops' in row:
       d = row['int8 ops']
-      print(f"{name}: {d['integer_ops']} of {d['ops']} ops integer")
+      print(f"{name}: {d['integer_ops']} of {d['ops']} ops integer; outside "
+            f"XNNPACK: {row['fallback'] or 'none'}")
 
 
 if __name__ == '__main__':

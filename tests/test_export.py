@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import pruning_helpers
 import tiny_task
 from vit_compress import checkpoint
 from vit_compress import eval as eval_lib
@@ -81,11 +82,7 @@ def test_artifact_is_shrunk_and_quantized(trained, tmp_path):
   params = jax.tree.map(np.array, params)
   # Prune as the trainer saves pruned models: head 1 of block 1 and 64 MLP
   # neurons of block 0 are zeros.
-  attn = params['Transformer']['encoderblock_1']['MultiHeadDotProductAttention_0']
-  for name in ('query', 'key', 'value'):
-    attn[name]['kernel'][:, 1] = 0
-    attn[name]['bias'][1] = 0
-  attn['out']['kernel'][1] = 0
+  pruning_helpers.zero_head(params, block=1, head=1)
   mlp = params['Transformer']['encoderblock_0']['MlpBlock_0']
   mlp['Dense_0']['kernel'][:, 64:] = 0
   mlp['Dense_0']['bias'][64:] = 0

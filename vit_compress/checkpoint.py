@@ -511,3 +511,16 @@ def load_pretrained(path: str, model_config: ml_collections.ConfigDict,
     flat = read_npz(path)
     source = path
   return _fit_tree(flat, source, model_config, init_params, into=into)
+
+
+def export_optimized(model, input_shape, output_path, checkpoint=None, **kwargs):
+  """Edge artifacts (TFLite and ONNX, float and int8) of `model` at `input_shape`,
+  each checked and timed; returns the manifest naming the fastest that passes.
+
+  `model`: a zoo name (weights from `checkpoint`, an .npz or saved model; or
+  random with `random_init=True`), a saved model directory or workdir, or an
+  .npz. Other options: `vit_compress.edge.export_optimized`.
+  """
+  from vit_compress import edge  # pylint: disable=g-import-not-at-top
+  return edge.export_optimized(model, input_shape, output_path,
+                               checkpoint_path=checkpoint, **kwargs)

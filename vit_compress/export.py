@@ -2,6 +2,12 @@
 
     python -m vit_compress.export --workdir=/tmp/run --format=tflite,tflite_int8 \
         [--config=configs/xyz.py] [--out_dir=...] [--per_channel=false]
+    python -m vit_compress.export --model=/tmp/run --input_shape=1,224,224,3 \
+        --output_path=/tmp/lite [--checkpoint=... --random_init --threads=2]
+
+The second form is `checkpoint.export_optimized` (vit_compress.edge): TFLite
+and ONNX, float and int8, each checked and timed, manifest.json naming the
+fastest that passes. The first form:
 
 reads the saved model `{workdir}/model` (what training writes; `--model_dir`
 names another) and writes into `{workdir}/export/`:
@@ -115,7 +121,7 @@ def export_artifact(model_config: ml_collections.ConfigDict, params, directory: 
 
 # ----------------------------------------------------------------- TFLite
 def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
-                  int8: bool = False,
+                  int8: bool = False, int8_mode: str = 'full',
                   representative_images: Optional[Iterable[np.ndarray]] = None,
                   batch_size: int = 1, per_channel: bool = True,
                   int8_io: bool = False) -> Dict[str, Any]:
@@ -126,7 +132,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
   module = models.build(model_config)
   size = int(model_config.image_size)
   blob = tflite.convert(classification.forward_fn(module), params, (size, size, 3),
-                        batch_size=batch_size, int8=int8,
+                        batch_size=batch_size, int8=int8, int8_mode=int8_mode,
                         representative_images=representative_images,
                         per_channel=per_channel, int8_io=int8_io)
   parent = os.path.dirname(path)
@@ -243,7 +249,47 @@ def _define_flags():
   flags.DEFINE_bool('per_channel', True, 'int8 TFLite weights per output channel '
                     '(more accurate; per-tensor makes a small model\'s file smaller).')
   flags.DEFINE_bool('check', True, 'Run each TFLite file on the eval split.')
-  flags.mark_flags_as_required(['workdir'])
+  # export_optimized (vit_compress.edge): every runtime's artifact, checked and timed.
+  flags.DEFINE_string('model', None, 'export_optimized: a zoo name, a saved model '
+                      'directory (or workdir), or an .npz; replaces --workdir.')
+  flags.DEFINE_list('input_shape', None, 'export_optimized: batch,height,width,3.')
+  flags.DEFINE_string('output_path', None, 'export_optimized: output directory.')
+  flags.DEFINE_string('checkpoint', None, 'export_optimized: weights of a zoo --model.')
+  flags.DEFINE_bool('random_init', False, 'export_optimized: random weights for a '
+                    'zoo --model (speed measurements only).')
+  flags.DEFINE_integer('num_classes', None, 'export_optimized: classes of a zoo --model.')
+  flags.DEFINE_string('dataset', None, 'export_optimized: check and calibration '
+                      'dataset when the model records none.')
+  flags.DEFINE_integer('threads', None, 'export_optimized: threads (default: all cores).')
+  flags.DEFINE_integer('rounds', 7, 'export_optimized: interleaved timing rounds.')
+
+
+def run_optimized(model: str, input_shape: Sequence[str], output_path: str,
+                  **kwargs) -> int:
+  """`--model=...`: edge.export_optimized; bad input is one `error:` line, exit 2.
+
+  `input_shape` as the flag gives it (strings); `kwargs` go to export_optimized.
+  """
+  import sys  # pylint: disable=g-import-not-at-top
+  from vit_compress import edge  # pylint: disable=g-import-not-at-top
+  try:
+    if not input_shape or not output_path:
+      raise ValueError('--model needs --input_shape=batch,height,width,3 (e.g. '
+                       '1,224,224,3) and --output_path=<directory>.')
+    try:
+      shape = tuple(int(d) for d in input_shape)
+    except ValueError:
+      raise ValueError(f'--input_shape={",".join(input_shape)}: give integers, '
+                       'e.g. --input_shape=1,224,224,3.') from None
+    manifest = edge.export_optimized(model, shape, output_path, **kwargs)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    logging.debug('Traceback:', exc_info=True)
+    message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f'error: {message}', file=sys.stderr)
+    return 2
+  print(json.dumps({k: manifest[k] for k in ('chosen', 'fastest_float',
+                                             'chosen_speedup_over_fastest_float')}))
+  return 0
 
 
 def main(argv):
@@ -251,6 +297,15 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   from vit_compress import experiment  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  if f.model:
+    raise SystemExit(run_optimized(
+        f.model, f.input_shape, f.output_path, checkpoint_path=f.checkpoint,
+        random_init=f.random_init, num_classes=f.num_classes, dataset=f.dataset,
+        data_dir=f.data_dir, num_calibration=f.num_calibration, threads=f.threads,
+        rounds=f.rounds))
+  if not f.workdir:
+    raise app.UsageError('Give --workdir (export a training run) or --model '
+                         '(export_optimized).')
   config = experiment.complete(f.config) if f.config else experiment.defaults()
   config = ml_collections.ConfigDict(config.to_dict())
   if f.data_dir:

@@ -14,11 +14,17 @@ agreement with the float model, and halved the logit error):
 - LayerNorm takes its mean and variance as matmuls with a 1/D vector, which
   accumulate in int32, instead of int8 sums over D channels.
 
-int8 is TFLite's full-integer post-training quantization: a representative
-dataset (training images) calibrates the activation ranges, weights and
-activations become int8 (weights per output channel unless
-`per_channel=False`), with float input and output by default
-(`int8_io=True` makes them int8 too). Tensor names (JAX source locations,
+int8 comes in two modes (`int8_mode`). 'full' is TFLite's full-integer
+post-training quantization: a representative dataset (training images)
+calibrates the activation ranges, weights and activations become int8
+(weights per output channel unless `per_channel=False`), with float input
+and output by default (`int8_io=True` makes them int8 too). 'dynamic' is
+dynamic-range quantization: int8 weights, float activations that the
+fully-connected kernels quantize per call from their own range. On x86 CPUs
+with AVX-512 'dynamic' is the fast one at ViT sizes: ViT-Ti/16 at 224 px,
+batch 1, 2 threads, AMD EPYC (Zen 4, AVX-512 VNNI), dynamic ran 1.9x the
+float file and full-integer 0.5x (bench/README.md); its logit error is also
+about 6x smaller (no calibrated range clips an activation). Tensor names (JAX source locations,
 debugging only) are stripped from both files: they cost a tiny model a
 noticeable share of its size and carry no behaviour.
 
@@ -36,11 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from vit_compress import litert_private
+
 PyTree = Any
 Model = Union[bytes, str]   # the flatbuffer, or a path to a .tflite file
 
 
-def _fixed_batches(images: Iterable[np.ndarray], batch_size: int, limit: int):
+def fixed_batches(images: Iterable[np.ndarray], batch_size: int, limit: int):
   """Re-chunks arrays of images into exactly `batch_size` (drops the rest)."""
   pool, out, seen = [], [], 0
   for chunk in images:
@@ -53,6 +61,13 @@ def _fixed_batches(images: Iterable[np.ndarray], batch_size: int, limit: int):
     if seen >= limit:
       break
   return out
+
+
+# int8 TFLite modes: 'full' = full-integer post-training quantization (int8
+# weights and activations, activation ranges calibrated on training images);
+# 'dynamic' = dynamic-range quantization (int8 weights, float activations
+# quantized per call from their own range; no calibration).
+INT8_MODES = ('full', 'dynamic')
 
 
 def _attention_for_tflite(query, key, value, bias=None, mask=None, *,
@@ -111,14 +126,16 @@ def _strip_strings(blob: bytes) -> bytes:
 
 def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
             image_shape: Sequence[int], *, batch_size: int = 1,
-            int8: bool = False,
+            int8: bool = False, int8_mode: str = 'full',
             representative_images: Optional[Iterable[np.ndarray]] = None,
             num_calibration: int = 256, per_channel: bool = True,
             int8_io: bool = False, strip: bool = True) -> bytes:
   """The .tflite flatbuffer of `apply_fn(params, images) -> logits`.
 
-  `representative_images` (int8 only): arrays (N, H, W, 3) of training
-  images in the model's input range; the first `num_calibration` are used.
+  `int8_mode` (int8 only): 'full' (full-integer, calibrated) or 'dynamic'
+  (see INT8_MODES). `representative_images` ('full' only): arrays
+  (N, H, W, 3) of training images in the model's input range; the first
+  `num_calibration` are used.
   """
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   shape = (int(batch_size),) + tuple(int(d) for d in image_shape)
@@ -130,17 +147,24 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
   with _tflite_friendly_layers():
     concrete = fn.get_concrete_function()
   converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
-  if int8:
+  if int8 and int8_mode not in INT8_MODES:
+    raise ValueError(f'Unknown int8_mode {int8_mode!r}; choose from {list(INT8_MODES)}.')
+  if int8 and int8_mode == 'dynamic':
+    # No representative data: weights become int8, activations stay float and
+    # are quantized per call inside the hybrid kernels.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    litert_private.set_per_channel(converter, per_channel)
+  elif int8:
     if representative_images is None:
       raise ValueError('int8 TFLite needs representative_images: a few hundred '
                        'training images calibrate the activation ranges.')
-    calibration = _fixed_batches(representative_images, shape[0], num_calibration)
+    calibration = fixed_batches(representative_images, shape[0], num_calibration)
     if not calibration:
       raise ValueError('int8 TFLite: representative_images gave no image.')
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([x] for x in calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter._experimental_disable_per_channel = not per_channel  # pylint: disable=protected-access
+    litert_private.set_per_channel(converter, per_channel)
     if int8_io:
       converter.inference_input_type = tf.int8
       converter.inference_output_type = tf.int8
@@ -151,19 +175,21 @@ def convert(apply_fn: Callable[[PyTree, Any], Any], params: PyTree,
 
 
 # ------------------------------------------------------------------- running
-def interpreter(model: Model):
+def interpreter(model: Model, num_threads: Optional[int] = None, **options):
   """An allocated interpreter for a .tflite path or flatbuffer (LiteRT first)."""
   try:
     from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
   except ImportError:
     Interpreter = tf.lite.Interpreter  # pylint: disable=invalid-name
   if isinstance(model, (bytes, bytearray)):
-    interp = Interpreter(model_content=bytes(model))
+    interp = Interpreter(model_content=bytes(model), num_threads=num_threads,
+                         **options)
   else:
     if not tf.io.gfile.exists(os.fspath(model)):
       raise FileNotFoundError(f'No TFLite file at {model}.')
     with tf.io.gfile.GFile(os.fspath(model), 'rb') as f:
-      interp = Interpreter(model_content=f.read())
+      interp = Interpreter(model_content=f.read(), num_threads=num_threads,
+                           **options)
   interp.allocate_tensors()
   return interp
 
@@ -191,16 +217,26 @@ def predict(interp, images: np.ndarray) -> np.ndarray:
   if images.shape[1:] != want:
     raise ValueError(f'The TFLite model takes images of shape {want}; got '
                      f'{images.shape[1:]} (check the eval preprocessing size).')
-  logits = []
+  def run(chunk):
+    interp.set_tensor(inp['index'], _quantize(chunk, inp))
+    interp.invoke()
+    return _dequantize(interp.get_tensor(out['index']), out)
+  return in_batches(run, images, batch)
+
+
+def in_batches(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+               batch: int) -> np.ndarray:
+  """`run` over `images` in chunks of exactly `batch` (the last zero-padded),
+  outputs of the padding dropped: how a fixed-shape file sees any number."""
+  outputs = []
   for start in range(0, len(images), batch):
     chunk = images[start:start + batch]
     real = len(chunk)
     if real < batch:
-      chunk = np.concatenate([chunk, np.zeros((batch - real,) + want, np.float32)])
-    interp.set_tensor(inp['index'], _quantize(chunk, inp))
-    interp.invoke()
-    logits.append(_dequantize(interp.get_tensor(out['index']), out)[:real])
-  return np.concatenate(logits)
+      chunk = np.concatenate([chunk, np.zeros((batch - real,) + chunk.shape[1:],
+                                              chunk.dtype)])
+    outputs.append(run(chunk)[:real])
+  return np.concatenate(outputs)
 
 
 def accuracy(model: Model, batches: Iterable[Mapping[str, Any]]) -> Dict[str, float]:
@@ -223,7 +259,7 @@ def accuracy(model: Model, batches: Iterable[Mapping[str, Any]]) -> Dict[str, fl
 def describe(model: Model) -> Dict[str, Any]:
   """Size, input dtype and how much of the graph is integer (for reports)."""
   interp = interpreter(model)
-  ops = interp._get_ops_details()  # pylint: disable=protected-access
+  ops = litert_private.ops_details(interp)
   tensors = {t['index']: t for t in interp.get_tensor_details()}
   integer_ops = [op['op_name'] for op in ops
                  if op['outputs'].size and all(
@@ -232,3 +268,9 @@ def describe(model: Model) -> Dict[str, Any]:
   return {'ops': len(ops), 'integer_ops': len(integer_ops),
           'input_dtype': np.dtype(interp.get_input_details()[0]['dtype']).name,
           'input_shape': [int(d) for d in interp.get_input_details()[0]['shape']]}
+
+
+def xnnpack_fallback(model: Model) -> Dict[str, int]:
+  """{'OP(dtype)': count} of the ops the XNNPACK delegate leaves to TFLite's kernels."""
+  found = litert_private.xnnpack_fallback(lambda **options: interpreter(model, **options))
+  return {f'{name}({kind})': n for (name, kind), n in sorted(found.items())}

@@ -374,6 +374,27 @@ def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
   return out
 
 
+def dequantize(qparams: PyTree, model_config: ml_collections.ConfigDict
+               ) -> Tuple[PyTree, ml_collections.ConfigDict]:
+  """(float params, float model config) of a PTQ model: each kernel = its
+  integers times its scales; static activation scales are dropped.
+
+  With weight-only quantization the float model computes what the PTQ model
+  computes; exporters (TFLite, ONNX) start from this and quantize again.
+  """
+  config = ml_collections.ConfigDict(
+      {k: v for k, v in model_config.to_dict().items() if k != 'quant'})
+  leaves, _ = jax.tree_util.tree_flatten_with_path(qparams, is_leaf=_is_quantized)
+  flat = {paths.path_str(k): leaf for k, leaf in leaves}
+
+  def value(path, _):
+    leaf = flat[path]
+    if _is_quantized(leaf):
+      leaf = qwix.dequantize(leaf.array)
+    return np.asarray(leaf, np.float32)
+  return paths.map_with_paths(value, models.param_shapes(config)), config
+
+
 def size_report(qparams: PyTree) -> Dict[str, Any]:
   """Bytes of the quantized kernels as stored vs as float32, and of the model.
 
