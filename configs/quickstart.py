@@ -62,7 +62,28 @@ def _student() -> ml_collections.ConfigDict:
   return model
 
 
-def get_config() -> ml_collections.ConfigDict:
+def _student_stage(variant: str) -> dict:
+  """The distilled, pruned student: started from the teacher's layers 1 and 3
+  (default) or, with `:scratch`, from random weights."""
+  stage = {
+      'total_steps': 1000, 'schedule': {'warmup_steps': 30},
+      'loss': 'kd', 'distill': {'temperature': 1.0, 'weight': 1.0},
+      'teacher': {'checkpoint': 'stage:teacher'},
+      'prune': {'method': 'heads_and_neurons', 'criterion': 'magnitude',
+                'sparsity': 0.5, 'schedule': 'gradual', 'begin_step': 0,
+                'end_step': 600, 'frequency': 10}}
+  if variant == 'scratch':
+    stage['model'] = _student()
+  elif variant == '':
+    stage['init_from'] = 'stage:teacher'
+    stage['student_init'] = {'layers': 'odd'}
+  else:
+    raise ValueError(f"configs/quickstart.py:{variant}: use no argument (a "
+                     "teacher-initialised student) or ':scratch'.")
+  return stage
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config = experiment.defaults()
   config.mode = 'recipe'
   # Shared by every stage.
@@ -88,14 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
   recipe.stages.teacher = {'kind': 'train', 'config': {
       'model': 'Micro_2', 'total_steps': 800,
       'schedule': {'warmup_steps': 50}}}
-  recipe.stages.student = {'kind': 'train', 'config': {
-      'model': _student(), 'total_steps': 1000,
-      'schedule': {'warmup_steps': 30},
-      'loss': 'kd', 'distill': {'temperature': 1.0, 'weight': 1.0},
-      'teacher': {'checkpoint': 'stage:teacher'},
-      'prune': {'method': 'heads_and_neurons', 'criterion': 'magnitude',
-                'sparsity': 0.5, 'schedule': 'gradual', 'begin_step': 0,
-                'end_step': 600, 'frequency': 10}}}
+  recipe.stages.student = {'kind': 'train', 'config': _student_stage(arg)}
   recipe.stages.shrunk = {'kind': 'shrink', 'input': 'stage:student'}
   recipe.stages.int8 = {'kind': 'quantize', 'input': 'stage:shrunk',
                         'quant': {'weight_dtype': 'int8'}}

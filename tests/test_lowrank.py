@@ -1,4 +1,6 @@
 """Low-rank factorisation of MLP kernels: ranks, exactness, size, fine-tuning, reload."""
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -119,3 +121,36 @@ def test_bad_requests_are_clear_errors(trained):
     lowrank.factorize(params, config, ratio=0.001)
   with pytest.raises(ValueError, match=r'energy=1.5 must be in \(0, 1\]'):
     lowrank.factorize(params, config, energy=1.5)
+
+
+def test_command_line_factorises_a_saved_model_and_never_overwrites(trained,
+                                                                     tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from train_helpers import REPO, subprocess_env  # pylint: disable=g-import-not-at-top
+  config, params, _ = trained
+  source, out = str(tmp_path / 'float'), str(tmp_path / 'lowrank')
+  checkpoint.save_model(source, params, config)
+  cli = [sys.executable, '-m', 'vit_compress.compress.lowrank', f'--model={source}',
+         f'--out={out}']
+  result = subprocess.run(cli + ['--rank=8'], env=subprocess_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  loaded_config, _ = checkpoint.load_model(out)
+  assert loaded_config.transformer.lowrank.to_dict() == {'mlp_rank_0': (8, 8),
+                                                         'mlp_rank_1': (8, 8)}
+  before = sorted(os.listdir(out))
+  result = subprocess.run(cli + ['--rank=4'], env=subprocess_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert result.returncode == 2 and len(errors) == 1 and 'exists' in errors[0]
+  assert 'Traceback' not in result.stderr and sorted(os.listdir(out)) == before
+  # The other refusals, before anything is read or written.
+  for kwargs, message in (({'rank': 4, 'ratio': 0.5}, 'exactly one of'),
+                          ({'rank': 0}, 'positive integer'),
+                          ({'energy': 2.0}, r'must be in \(0, 1\]')):
+    with pytest.raises(ValueError, match=message):
+      lowrank.factorize_saved_model(source, str(tmp_path / 'x'), **kwargs)
+  with pytest.raises(FileNotFoundError, match='not a saved model'):
+    lowrank.factorize_saved_model(str(tmp_path / 'none'), str(tmp_path / 'x'), rank=4)
+  assert not os.path.exists(tmp_path / 'x')

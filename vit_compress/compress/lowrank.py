@@ -12,11 +12,19 @@ The rank of each kernel comes from one of:
   ratio   the factors' share of the kernel's parameters: r = floor(ratio *
           in * out / (in + out)), e.g. 0.5 halves the kernel;
   rank    the same r everywhere.
+
+From the command line (or a recipe's `lowrank` stage), on a saved model:
+
+    python -m vit_compress.compress.lowrank --model=WORKDIR/model \
+        --out=WORKDIR/lowrank --ratio=0.5 [--params_regex=...] [--overwrite]
 """
 import math
 import re
+import sys
 from typing import Any, Dict, Optional, Tuple
 
+from absl import app
+from absl import flags
 from absl import logging
 import jax
 import ml_collections
@@ -69,14 +77,9 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
   if model_config.get('family') != 'vit':
     raise ValueError(f"Low-rank factorisation supports ViT models (family 'vit'), "
                      f'not {model_config.get("family")!r}.')
+  check_rank_settings(energy, ratio, rank, 'factorize')
   given = {k: v for k, v in (('energy', energy), ('ratio', ratio),
                              ('rank', rank)) if v is not None}
-  if len(given) != 1:
-    raise ValueError('factorize needs exactly one of energy= (fraction of '
-                     'squared singular values kept), ratio= (share of the '
-                     f'kernel parameters kept) or rank=; got {sorted(given) or "none"}.')
-  if ratio is not None and not 0 < ratio:
-    raise ValueError(f'ratio={ratio} must be positive, e.g. 0.5.')
 
   flat = dict(paths.flatten_with_paths(params))
   selected = paths.require_match(params, params_regex, 'lowrank params_regex')
@@ -151,3 +154,94 @@ def report(model_config: ml_collections.ConfigDict,
   logging.info('Low-rank: %d -> %d parameters, %.3g -> %.3g FLOPs per image.',
                before, after, out['flops_before'], out['flops_after'])
   return out
+
+
+# ------------------------------------------------------------ saved models
+def check_rank_settings(energy=None, ratio=None, rank=None, where='lowrank'):
+  """Exactly one of energy / ratio / rank, in range; before any work."""
+  given = [k for k, v in (('energy', energy), ('ratio', ratio), ('rank', rank))
+           if v is not None]
+  if len(given) != 1:
+    raise ValueError(f'{where}: set exactly one of energy (fraction of squared '
+                     'singular values kept, e.g. 0.95), ratio (share of each '
+                     'kernel\'s parameters kept, e.g. 0.5) or rank; got '
+                     f'{given or "none"}.')
+  if energy is not None and not 0 < energy <= 1:
+    raise ValueError(f'{where}: energy={energy} must be in (0, 1], e.g. 0.95.')
+  if ratio is not None and not ratio > 0:
+    raise ValueError(f'{where}: ratio={ratio} must be positive, e.g. 0.5.')
+  if rank is not None and (not isinstance(rank, int) or rank < 1):
+    raise ValueError(f'{where}: rank={rank!r} must be a positive integer.')
+
+
+def factorize_saved_model(model_dir: str, out_dir: str, *, energy=None,
+                          ratio=None, rank=None, params_regex: str = DEFAULT_REGEX,
+                          overwrite: bool = False) -> Dict[str, Any]:
+  """Loads a float saved model, factorises it and saves it with its config.
+
+  Refuses an existing `out_dir` unless `overwrite`; every check runs before
+  anything is written. Returns the parameter counts and per-layer ranks.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  check_rank_settings(energy, ratio, rank)
+  paths.compile_regex(params_regex, 'lowrank params_regex')
+  if not checkpoint.is_saved_model(model_dir):
+    raise FileNotFoundError(f'{model_dir} is not a saved model directory (no '
+                            'model_config.json): give WORKDIR/model of a training.')
+  if tf.io.gfile.exists(out_dir) and not overwrite:
+    raise FileExistsError(f'{out_dir} exists: choose another --out or pass '
+                          '--overwrite to replace it.')
+  model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
+  if model_config.get('quant') is not None:
+    raise ValueError(f'{model_dir} is quantized; factorise the float model it '
+                     'came from.')
+  new_params, new_config = factorize(params, model_config, energy=energy,
+                                     ratio=ratio, rank=rank,
+                                     params_regex=params_regex)
+  before, after = models.count_params(params), models.count_params(new_params)
+  ranks = {k: list(v) for k, v in new_config.transformer.lowrank.items()}
+  extra = dict(extra or {}, factorized_from=model_dir, params_before=before,
+               params_after=after)
+  checkpoint.save_model(out_dir, new_params, new_config, extra=extra,
+                        overwrite=True)
+  return {'params_before': before, 'params_after': after, **ranks}
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_string('model', None, 'A saved float model (e.g. WORKDIR/model).')
+  flags.DEFINE_string('out', None, 'Where to save the factorised model.')
+  flags.DEFINE_float('energy', None, 'Fraction of sum(S^2) each kernel keeps.')
+  flags.DEFINE_float('ratio', None, "Share of each kernel's parameters kept.")
+  flags.DEFINE_integer('rank', None, 'One rank for every selected kernel.')
+  flags.DEFINE_string('params_regex', DEFAULT_REGEX,
+                      'Which kernels (re.search over parameter paths).')
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.model or not FLAGS.out:
+    print('error: give --model=SAVED_MODEL_DIR and --out=NEW_DIR.', file=sys.stderr)
+    sys.exit(2)
+  try:
+    result = factorize_saved_model(
+        FLAGS.model, FLAGS.out, energy=FLAGS.energy, ratio=FLAGS.ratio,
+        rank=FLAGS.rank, params_regex=FLAGS.params_regex,
+        overwrite=FLAGS.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  before, after = result['params_before'], result['params_after']
+  print(f'{before} -> {after} parameters ({after / before:.1%}); ranks '
+        f'Dense_0 {tuple(result["mlp_rank_0"])}, Dense_1 '
+        f'{tuple(result["mlp_rank_1"])}; saved to {FLAGS.out}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
