@@ -1,4 +1,5 @@
-"""Teacher-initialised students: the teacher's blocks, heads and neurons, copied."""
+"""Teacher-initialised students (the teacher's blocks, heads and neurons, copied),
+and the mixup view that teacher and student share in the train step."""
 import jax
 import ml_collections
 import numpy as np
@@ -125,3 +126,45 @@ def test_trainer_builds_the_student_from_init_from(digits_data_dir, tmp_path,
   assert saved_config.transformer.num_layers == 2
   jax.tree.map(np.testing.assert_array_equal, saved, expected)
   assert saved_config.to_dict() == expected_config.to_dict()
+
+
+def test_mixup_view_is_shared_by_teacher_and_student(digits_data_dir, tmp_path,
+                                                     teacher, monkeypatch):
+  """config.mixup in the step: the student and the teacher get the same mixed
+  images, which are a convex mix of the batch and its roll by one."""
+  from train_helpers import digits_config
+  from vit_compress import checkpoint
+  from vit_compress import train
+  from vit_compress.data import mixup
+  config, params = teacher
+  checkpoint.save_model(str(tmp_path / 'teacher'), params, config)
+  seen = []   # (who, images) in execution order
+  record = lambda who: lambda x: seen.append((who, np.asarray(x)))
+  original_outputs, original_mix = train.model_outputs, mixup.mix
+
+  def outputs(module, model_config, p, batch, *, train, image_key='image', **kw):
+    who = 'student' if train else 'other'
+    jax.debug.callback(record(who), batch[image_key])
+    return original_outputs(module, model_config, p, batch, train=train,
+                            image_key=image_key, **kw)
+
+  def mix(rng, batch, cfg):
+    jax.debug.callback(record('raw'), batch['image'])
+    return original_mix(rng, batch, cfg)
+  monkeypatch.setattr(train, 'model_outputs', outputs)
+  monkeypatch.setattr(mixup, 'mix', mix)
+  run = digits_config(digits_data_dir, model='Micro_2', total_steps=1, loss='kd',
+                      **{'teacher.checkpoint': str(tmp_path / 'teacher'),
+                         'mixup.p': 1.0})
+  run.schedule.warmup_steps = 0
+  train.train_and_evaluate(run, str(tmp_path / 'student'))
+  i = next(j for j, (who, _) in enumerate(seen) if who == 'raw')
+  (_, raw), (who_s, student), (who_t, teacher_view) = seen[i:i + 3]
+  assert (who_s, who_t) == ('student', 'other')
+  np.testing.assert_array_equal(student, teacher_view)
+  assert not np.allclose(student, raw)
+  # Each mixed image is w * x_i + (1 - w) * x_{i-1} for one w in [0.5, 1].
+  partner = np.roll(raw, 1, axis=0)
+  w = np.sum((student - partner) * (raw - partner)) / np.sum((raw - partner) ** 2)
+  assert 0.5 <= w <= 1.0
+  np.testing.assert_allclose(student, w * raw + (1 - w) * partner, atol=1e-5)

@@ -17,6 +17,7 @@ from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import quantize
 from vit_compress.compress import student_init
+from vit_compress.data import mixup
 from vit_compress.config_sections import check_type
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
@@ -68,6 +69,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.optim = optim.default_optim_config()
   c.schedule = optim.default_schedule_config()
   c.distill = losses.default_distill_config()
+  c.mixup = mixup.default_config()   # in the step, on the view both models see
   c.teacher = teacher_defaults()
   c.prune = pruning.default_config()
   c.quant = quantize.default_config()
@@ -93,7 +95,7 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in base.keys():
     value = config.get(key, base[key]) if key in config else base[key]
     if key in ('optim', 'schedule', 'distill', 'teacher', 'prune', 'quant',
-               'distributed', 'lit', 'student_init'):
+               'distributed', 'lit', 'student_init', 'mixup'):
       value = with_defaults(value, base[key], f'config.{key}')
     else:
       check_type(value, base[key], f'config.{key}')
@@ -126,6 +128,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
   pruning.validate(config.prune)
   student_init.validate(config.student_init)
+  mixup.validate(config.mixup)
   if student_init.active(config.student_init) and not config.init_from:
     raise ValueError('config.student_init builds the student from a teacher: set '
                      'config.init_from to the teacher\'s saved model directory.')

@@ -41,6 +41,7 @@ from vit_compress import workdir as workdir_lib
 from vit_compress.compress import pruning
 from vit_compress.compress import quantize
 from vit_compress.compress import student_init
+from vit_compress.data import mixup
 
 PyTree = Any
 
@@ -216,6 +217,8 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
   def step_fn(state, batch, teacher_params):
     step = state['step']
     rng = jax.random.fold_in(base_rng, step)
+    # One mixed view for both models (consistent teaching); off when p = 0.
+    batch = mixup.mix(jax.random.fold_in(rng, 1), batch, config.mixup)
     params = state['params']
     masks = None
     if pruned:  # masks first (at this step), so the forward sees pruned zeros
