@@ -31,7 +31,8 @@ DONE marker. Settings:
   report    variants: [{'name', 'model' (a saved model), 'tome_r'}], scored
             on the same eval split (config: overrides of the shared data
             settings): top-1, agreement with the first variant, params, bytes
-            on disk, FLOPs, img/s measured at `batch_sizes` (median of
+            of the one-file compact artifact (`compress.compact`, written to
+            `<stage>/<i>.npz`), FLOPs, img/s measured at `batch_sizes` (median of
             `repeats` runs, then of `rounds` rounds over all variants) ->
             report.json, report.md and pareto.png in the recipe's workdir.
   export    input: a float saved model; formats: of `export.FORMATS` ->
@@ -317,7 +318,8 @@ def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
 
 
 def _load_variant(variant):
-  """(module, params) of a float or quantized saved model, with its tome_r."""
+  """(module, params, model config) of a float or quantized saved model, with
+  its tome_r."""
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
@@ -332,8 +334,8 @@ def _load_variant(variant):
                        f'{path} is a {model_config.get("family")!r} model.')
     model_config.tome_r = variant.tome_r
   if quantized:
-    return quantize.quantized_model(model_config), params
-  return models.build(model_config), params
+    return quantize.quantized_model(model_config), params, model_config
+  return models.build(model_config), params, model_config
 
 
 def _eval_batches(config) -> List[Dict[str, np.ndarray]]:
@@ -369,6 +371,7 @@ def _check_report(settings, base, where: str) -> None:
 
 def _report(ctx: Context) -> Dict[str, Any]:
   from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   s = ctx.settings
   config = checked_experiment_config(ctx.base, s.config, f'stage {ctx.name!r}')
   batches = _eval_batches(config)
@@ -376,13 +379,18 @@ def _report(ctx: Context) -> Dict[str, Any]:
                 min_run_s=s.min_run_s)
   rows, loaded, reference = [], [], {}  # agreement: with the first variant
   for variant in variants(s, f'stage {ctx.name!r}'):
-    module, params = _load_variant(variant)
+    module, params, model_config = _load_variant(variant)
+    # The size column is the one-file artifact a user deploys (compress.compact).
+    artifact = os.path.join(ctx.directory, f'{len(rows)}.npz')
+    compact.save(artifact, params, model_config)
     # One function object per variant: jax reuses its compilations in every round.
     forward = eval_lib.forward_fn(module)
     logging.info('Scoring %s (%s).', variant.name, variant.model)
     row = eval_lib.score_variant(variant.name, forward, params, batches,
-                                 artifact=variant.model, **reference, **timing)
+                                 artifact=artifact, **reference, **timing)
+    row['bytes_source'] = 'one-file compact artifact (compress.compact)'
     row['artifact'] = os.path.relpath(variant.model, ctx.workdir)
+    row['compact_artifact'] = os.path.relpath(artifact, ctx.workdir)
     if variant.tome_r:
       row['tome_r'] = variant.tome_r
     reference = reference or {'teacher': forward, 'teacher_params': params}
