@@ -114,7 +114,7 @@ def test_bad_requests_are_clear_errors(trained):
   with pytest.raises(ValueError, match='exactly one of'):
     lowrank.factorize(params, config, energy=0.9, ratio=0.5)
   with pytest.raises(ValueError, match='only MLP kernels'):
-    lowrank.factorize(params, config, ratio=0.5, params_regex='query/kernel$')
+    lowrank.factorize(params, config, ratio=0.5, params_regex='embedding/kernel$')
   with pytest.raises(ValueError, match='matches no parameter'):
     lowrank.factorize(params, config, ratio=0.5, params_regex='Dense_7/kernel$')
   with pytest.raises(ValueError, match='rank >= 1'):
@@ -154,3 +154,29 @@ def test_command_line_factorises_a_saved_model_and_never_overwrites(trained,
   with pytest.raises(FileNotFoundError, match='not a saved model'):
     lowrank.factorize_saved_model(str(tmp_path / 'none'), str(tmp_path / 'x'), rank=4)
   assert not os.path.exists(tmp_path / 'x')
+
+
+def test_attention_projections_factorise_exactly_at_full_rank(trained):
+  config, params, _ = trained
+  new_params, new_config = lowrank.factorize(params, config, energy=1.0,
+                                             params_regex=lowrank.ALL_REGEX)
+  # Nano_2: width 32, 2 heads of 16: every projection is a 32 x 32 matrix.
+  assert new_config.transformer.lowrank.to_dict() == {
+      'mlp_rank_0': (32, 32), 'mlp_rank_1': (32, 32), 'query_rank': (32, 32),
+      'key_rank': (32, 32), 'value_rank': (32, 32), 'out_rank': (32, 32)}
+  att = new_params['Transformer']['encoderblock_1']['MultiHeadDotProductAttention_0']
+  assert att['query']['kernel_a'].shape == (32, 32)
+  assert att['query']['kernel_b'].shape == (32, 2, 16)
+  assert att['out']['kernel_a'].shape == (2, 16, 32) and 'kernel' not in att['out']
+  images, _ = tiny_task.sample(32, seed=2)
+  np.testing.assert_allclose(
+      tiny_task.logits(models.build(new_config), new_params, images),
+      tiny_task.logits(models.build(config), params, images), rtol=1e-4, atol=1e-4)
+  # Attention only, at half the parameters: rank floor(0.5 * 32 * 32 / 64) = 8.
+  half, half_config = lowrank.factorize(params, config, ratio=0.5,
+                                        params_regex=lowrank.ATTENTION_REGEX)
+  assert half_config.transformer.lowrank.to_dict() == {
+      'mlp_rank_0': (0, 0), 'mlp_rank_1': (0, 0), 'query_rank': (8, 8),
+      'key_rank': (8, 8), 'value_rank': (8, 8), 'out_rank': (8, 8)}
+  assert models.count_params(params) - models.count_params(half) == 2 * 4 * (
+      32 * 32 - 8 * 64)

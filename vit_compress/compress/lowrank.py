@@ -1,7 +1,9 @@
-"""Low-rank factorisation of MLP kernels by truncated SVD, as a model rewrite.
+"""Low-rank factorisation of MLP and attention kernels by truncated SVD.
 
-`factorize` replaces each selected kernel W (in, out) of a ViT's MLP blocks by
-two factors, kernel_a = U_r sqrt(S_r) (in, r) and kernel_b = sqrt(S_r) V_r^T
+`factorize` replaces each selected kernel W (in, out) of a ViT's MLP blocks
+(Dense_0, Dense_1) or attention projections (query, key, value: (D, heads,
+head_dim) seen as (D, heads * head_dim); out: (heads * head_dim, D)) by two
+factors, kernel_a = U_r sqrt(S_r) (in, r) and kernel_b = sqrt(S_r) V_r^T
 (r, out), the best rank-r approximation of W (Eckart-Young). The ranks go into
 the model config (`transformer.lowrank`), so `models.build` makes
 `LowRankDense` layers with exactly these parameters, the result fine-tunes with
@@ -36,8 +38,14 @@ from vit_compress import paths
 PyTree = Any
 
 DEFAULT_REGEX = r'MlpBlock_0/Dense_[01]/kernel$'
-_MLP_KERNEL = re.compile(
-    r'^Transformer/encoderblock_(\d+)/MlpBlock_0/Dense_([01])/kernel$')
+ATTENTION_REGEX = r'MultiHeadDotProductAttention_0/(query|key|value|out)/kernel$'
+ALL_REGEX = f'({DEFAULT_REGEX})|({ATTENTION_REGEX})'
+_KERNEL = re.compile(
+    r'^Transformer/encoderblock_(?P<layer>\d+)/(?:MlpBlock_0/Dense_(?P<dense>[01])|'
+    r'MultiHeadDotProductAttention_0/(?P<proj>query|key|value|out))/kernel$')
+# transformer.lowrank key of each factorisable kernel.
+_RANK_KEY = {'0': 'mlp_rank_0', '1': 'mlp_rank_1', 'query': 'query_rank',
+             'key': 'key_rank', 'value': 'value_rank', 'out': 'out_rank'}
 
 
 def rank_for_energy(singular_values, energy: float) -> int:
@@ -68,10 +76,12 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
               energy: Optional[float] = None, ratio: Optional[float] = None,
               rank: Optional[int] = None, params_regex: str = DEFAULT_REGEX
               ) -> Tuple[PyTree, ml_collections.ConfigDict]:
-  """(new params, new model config) with the selected MLP kernels factorised.
+  """(new params, new model config) with the selected kernels factorised.
 
   `params_regex` (re.search over parameter paths) picks the kernels; only
-  `Transformer/encoderblock_i/MlpBlock_0/Dense_{0,1}/kernel` can be picked.
+  `Transformer/encoderblock_i/MlpBlock_0/Dense_{0,1}/kernel` and
+  `.../MultiHeadDotProductAttention_0/{query,key,value,out}/kernel` can be
+  picked (`ALL_REGEX` picks them all).
   Exactly one of `energy`, `ratio`, `rank` sets the ranks.
   """
   if model_config.get('family') != 'vit':
@@ -83,17 +93,24 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
 
   flat = dict(paths.flatten_with_paths(params))
   selected = paths.require_match(params, params_regex, 'lowrank params_regex')
-  not_mlp = [p for p in selected if not _MLP_KERNEL.match(p)]
+  not_mlp = [p for p in selected if not _KERNEL.match(p)]
   if not_mlp:
     raise ValueError(f'lowrank params_regex {params_regex!r} selects {not_mlp[:4]}; '
                      'only MLP kernels (Transformer/encoderblock_i/MlpBlock_0/'
-                     'Dense_0 or Dense_1/kernel) can be factorised.')
+                     'Dense_0 or Dense_1/kernel) and attention projections '
+                     '(.../MultiHeadDotProductAttention_0/{query,key,value,out}/'
+                     'kernel) can be factorised.')
 
   num_layers = int(model_config.transformer.num_layers)
   ranks = _current_ranks(model_config, num_layers)
   for path in selected:
-    layer, dense = (int(g) for g in _MLP_KERNEL.match(path).groups())
-    kernel = flat.pop(path)
+    match = _KERNEL.match(path)
+    layer, which = int(match['layer']), match['dense'] or match['proj']
+    full = np.asarray(flat.pop(path))
+    # The matrix the layer applies: its input axes by its output axes.
+    split = 2 if which == 'out' else 1
+    in_shape, out_shape = full.shape[:split], full.shape[split:]
+    kernel = full.reshape(math.prod(in_shape), math.prod(out_shape))
     shape = tuple(kernel.shape)
     if rank is not None:
       r = int(rank)
@@ -115,23 +132,24 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
     logging.info('%s %s -> rank %d (%.4f of the energy, %d -> %d parameters).',
                  path, shape, r, kept, math.prod(shape), r * sum(shape))
     scope = path[:-len('kernel')]
-    flat[scope + 'kernel_a'], flat[scope + 'kernel_b'] = a, b
-    ranks[dense][layer] = r
+    flat[scope + 'kernel_a'] = a.reshape(in_shape + (r,))
+    flat[scope + 'kernel_b'] = b.reshape((r,) + out_shape)
+    ranks[_RANK_KEY[which]][layer] = r
 
   config = ml_collections.ConfigDict(model_config.to_dict())
-  config.transformer.lowrank = {'mlp_rank_0': tuple(ranks[0]),
-                                'mlp_rank_1': tuple(ranks[1])}
+  config.transformer.lowrank = {k: tuple(v) for k, v in ranks.items()
+                                if k.startswith('mlp') or any(v)}
   new_params = paths.tree_from_flat(flat, like=models.param_shapes(config))
   return new_params, config
 
 
-def _current_ranks(model_config, num_layers):
-  """Per-layer ranks already in the config (0: full kernel), as two lists."""
+def _current_ranks(model_config, num_layers) -> Dict[str, list]:
+  """Per-layer ranks already in the config (0: full kernel), by lowrank key."""
   from vit_compress.models import vit  # pylint: disable=g-import-not-at-top
-  current = vit.mlp_ranks(model_config.transformer.get('lowrank'), num_layers)
-  if current is None:
-    return [[0] * num_layers, [0] * num_layers]
-  return [[r[i] for r in current] for i in range(2)]
+  lowrank = model_config.transformer.get('lowrank') or {}
+  vit.mlp_ranks(lowrank, num_layers)   # checks the keys
+  return {key: list(vit.per_layer(lowrank.get(key, 0), num_layers, key))
+          for key in _RANK_KEY.values()}
 
 
 def flops(model_config: ml_collections.ConfigDict) -> float:
@@ -218,7 +236,8 @@ def _define_flags():
   flags.DEFINE_float('ratio', None, "Share of each kernel's parameters kept.")
   flags.DEFINE_integer('rank', None, 'One rank for every selected kernel.')
   flags.DEFINE_string('params_regex', DEFAULT_REGEX,
-                      'Which kernels (re.search over parameter paths).')
+                      'Which kernels (re.search over parameter paths); the '
+                      f'MLPs by default, {ALL_REGEX!r} adds attention.')
   flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
 
 
@@ -237,9 +256,10 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   before, after = result['params_before'], result['params_after']
-  print(f'{before} -> {after} parameters ({after / before:.1%}); ranks '
-        f'Dense_0 {tuple(result["mlp_rank_0"])}, Dense_1 '
-        f'{tuple(result["mlp_rank_1"])}; saved to {FLAGS.out}')
+  ranks = ', '.join(f'{k} {tuple(v)}' for k, v in result.items()
+                    if k.endswith('rank') or k.startswith('mlp_rank'))
+  print(f'{before} -> {after} parameters ({after / before:.1%}); per-layer ranks '
+        f'{ranks}; saved to {FLAGS.out}')
 
 
 if __name__ == '__main__':
