@@ -21,9 +21,13 @@ done) on the embedded `digits` data, on a CPU:
 `python -m vit_compress.compress.lowrank --model=... --out=... --ratio=0.5`
 does the lowrank stage alone on any saved model.
 
-Measured numbers: see the "Low-rank" section of README.md (not measured in
-this change on the shared CPU; the recipe test checks its shape on a few
-steps).
+Measured once (seed 0; AMD EPYC, 2 cores shared with other jobs, load
+average about 15, so the img/s are noise, not a speed-up; jax 0.10): the
+teacher 99.15 % top-1 (202,698 parameters), factorised at ratio 0.25 with no
+training 97.18 % (102,346 parameters, 3.88 vs 7.29 MFLOPs per image, one-file
+artifact 0.392 vs 0.775 MiB), fine-tuned 400 steps by distillation 98.87 %
+(agrees with the teacher on 98.59 % of the 355 test images). One run, one
+seed: a range over seeds is not measured yet.
 """
 import ml_collections
 
