@@ -1,4 +1,6 @@
 """Low-rank factorisation of MLP kernels: ranks, exactness, size, fine-tuning, reload."""
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -112,10 +114,70 @@ def test_bad_requests_are_clear_errors(trained):
   with pytest.raises(ValueError, match='exactly one of'):
     lowrank.factorize(params, config, energy=0.9, ratio=0.5)
   with pytest.raises(ValueError, match='only MLP kernels'):
-    lowrank.factorize(params, config, ratio=0.5, params_regex='query/kernel$')
+    lowrank.factorize(params, config, ratio=0.5, params_regex='embedding/kernel$')
   with pytest.raises(ValueError, match='matches no parameter'):
     lowrank.factorize(params, config, ratio=0.5, params_regex='Dense_7/kernel$')
   with pytest.raises(ValueError, match='rank >= 1'):
     lowrank.factorize(params, config, ratio=0.001)
   with pytest.raises(ValueError, match=r'energy=1.5 must be in \(0, 1\]'):
     lowrank.factorize(params, config, energy=1.5)
+
+
+def test_command_line_factorises_a_saved_model_and_never_overwrites(trained,
+                                                                     tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from train_helpers import REPO, subprocess_env  # pylint: disable=g-import-not-at-top
+  config, params, _ = trained
+  source, out = str(tmp_path / 'float'), str(tmp_path / 'lowrank')
+  checkpoint.save_model(source, params, config)
+  result = lowrank.factorize_saved_model(source, out, rank=8)
+  assert result['params_after'] < result['params_before']
+  loaded_config, _ = checkpoint.load_model(out)
+  assert loaded_config.transformer.lowrank.to_dict() == {'mlp_rank_0': (8, 8),
+                                                         'mlp_rank_1': (8, 8)}
+  before = sorted(os.listdir(out))
+  # The command line: one error line and exit status 2, nothing overwritten.
+  cli = [sys.executable, '-m', 'vit_compress.compress.lowrank', f'--model={source}',
+         f'--out={out}', '--rank=4']
+  result = subprocess.run(cli, env=subprocess_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  errors = [l for l in result.stderr.splitlines() if l.startswith('error:')]
+  assert result.returncode == 2 and len(errors) == 1 and 'exists' in errors[0], (
+      result.stderr[-2000:])
+  assert 'Traceback' not in result.stderr and sorted(os.listdir(out)) == before
+  # The other refusals, before anything is read or written.
+  for kwargs, message in (({'rank': 4, 'ratio': 0.5}, 'exactly one of'),
+                          ({'rank': 0}, 'positive integer'),
+                          ({'energy': 2.0}, r'must be in \(0, 1\]')):
+    with pytest.raises(ValueError, match=message):
+      lowrank.factorize_saved_model(source, str(tmp_path / 'x'), **kwargs)
+  with pytest.raises(FileNotFoundError, match='not a saved model'):
+    lowrank.factorize_saved_model(str(tmp_path / 'none'), str(tmp_path / 'x'), rank=4)
+  assert not os.path.exists(tmp_path / 'x')
+
+
+def test_attention_projections_factorise_exactly_at_full_rank(trained):
+  config, params, _ = trained
+  new_params, new_config = lowrank.factorize(params, config, energy=1.0,
+                                             params_regex=lowrank.ALL_REGEX)
+  # Nano_2: width 32, 2 heads of 16: every projection is a 32 x 32 matrix.
+  assert new_config.transformer.lowrank.to_dict() == {
+      'mlp_rank_0': (32, 32), 'mlp_rank_1': (32, 32), 'query_rank': (32, 32),
+      'key_rank': (32, 32), 'value_rank': (32, 32), 'out_rank': (32, 32)}
+  att = new_params['Transformer']['encoderblock_1']['MultiHeadDotProductAttention_0']
+  assert att['query']['kernel_a'].shape == (32, 32)
+  assert att['query']['kernel_b'].shape == (32, 2, 16)
+  assert att['out']['kernel_a'].shape == (2, 16, 32) and 'kernel' not in att['out']
+  images, _ = tiny_task.sample(32, seed=2)
+  np.testing.assert_allclose(
+      tiny_task.logits(models.build(new_config), new_params, images),
+      tiny_task.logits(models.build(config), params, images), rtol=1e-4, atol=1e-4)
+  # Attention only, at half the parameters: rank floor(0.5 * 32 * 32 / 64) = 8.
+  half, half_config = lowrank.factorize(params, config, ratio=0.5,
+                                        params_regex=lowrank.ATTENTION_REGEX)
+  assert half_config.transformer.lowrank.to_dict() == {
+      'mlp_rank_0': (0, 0), 'mlp_rank_1': (0, 0), 'query_rank': (8, 8),
+      'key_rank': (8, 8), 'value_rank': (8, 8), 'out_rank': (8, 8)}
+  assert models.count_params(params) - models.count_params(half) == 2 * 4 * (
+      32 * 32 - 8 * 64)

@@ -3,6 +3,7 @@ resumed after a SIGKILL, with a few training steps (tests/recipe_tiny.py)."""
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,41 @@ def test_a_done_stage_whose_settings_changed_is_refused(done):
   config.seed = 1   # shared by every stage
   with pytest.raises(ValueError, match=r"'teacher'.*another shared .*: seed 0 -> 1"):
     recipe.run(config, workdir)
+
+
+def test_lowrank_stage_then_fine_tuning_then_report(done, tmp_path):
+  """configs/lowrank.py's stages after the finished tiny teacher (copied, so
+  the recipe skips it): factorise, fine-tune the factorised model, report."""
+  from configs import lowrank as lowrank_config  # pylint: disable=g-import-not-at-top
+  config, finished, markers = done
+  config = _config(config.data_dir, order=('teacher', 'lowrank', 'finetune', 'report'))
+  for name, stage in lowrank_config.get_config().recipe.stages.items():
+    if name != 'teacher':
+      config.recipe.stages[name] = stage
+  stages_ = config.recipe.stages
+  stages_.finetune.config.total_steps = 10
+  stages_.finetune.config.schedule.warmup_steps = 2
+  stages_.report.update(batch_sizes=(32,), repeats=1, min_run_s=0.0, rounds=1)
+  workdir = str(tmp_path / 'lowrank')
+  shutil.copytree(os.path.join(finished, 'teacher'), os.path.join(workdir, 'teacher'))
+  done_now = recipe.run(config, workdir)
+  assert done_now['teacher']['id'] == markers['teacher']['id']   # not retrained
+  lr_config, lr_params = checkpoint.load_model(os.path.join(workdir, 'lowrank', 'model'))
+  ft_config, ft_params = checkpoint.load_model(os.path.join(workdir, 'finetune', 'model'))
+  # Micro_2: width 64, MLP 256; ratio 0.25 -> r = floor(0.25 * 64 * 256 / 320) = 12.
+  ranks = {'mlp_rank_0': (12,) * 4, 'mlp_rank_1': (12,) * 4}
+  assert lr_config.transformer.lowrank.to_dict() == ranks
+  assert ft_config.transformer.lowrank.to_dict() == ranks   # its architecture
+  a0 = lambda p: p['Transformer']['encoderblock_0']['MlpBlock_0']['Dense_0']['kernel_a']
+  assert a0(ft_params).shape == a0(lr_params).shape == (64, 12)
+  assert not np.array_equal(a0(ft_params), a0(lr_params))   # it trained from them
+  params_after = done_now['lowrank']['metrics']['params_after']
+  rows = {r['name']: r for r in json.load(open(os.path.join(workdir, 'report.json')))}
+  low, tuned = rows['low-rank 0.25'], rows['low-rank 0.25 fine-tuned']
+  assert low['params'] == tuned['params'] == params_after < rows['teacher']['params']
+  assert tuned['flops'] == low['flops'] < rows['teacher']['flops']
+  assert rows['teacher']['top1'] == next(r for r in _report(finished)
+                                         if r['name'] == 'teacher')['top1']
 
 
 def test_bad_recipes_fail_before_any_stage_runs(tmp_path):

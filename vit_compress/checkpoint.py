@@ -403,6 +403,16 @@ def _config_dict(model_config) -> dict:
   return dict(model_config)
 
 
+def config_to_json(model_config) -> dict:
+  """A model config as the JSON-able dict a saved model stores."""
+  return _jsonable(_config_dict(model_config))
+
+
+def config_from_json(value: dict) -> ml_collections.ConfigDict:
+  """Inverse of `config_to_json` (lists back to tuples)."""
+  return ml_collections.ConfigDict(_tuples(value))
+
+
 def _write_json(path: str, value) -> None:
   with tf.io.gfile.GFile(path, 'w') as f:
     f.write(json.dumps(_jsonable(value), indent=2, sort_keys=True))

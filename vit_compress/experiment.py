@@ -19,6 +19,8 @@ from vit_compress import sharding
 from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import quantize
+from vit_compress.compress import student_init
+from vit_compress.data import mixup
 from vit_compress.config_sections import check_type
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
@@ -46,6 +48,8 @@ def defaults() -> ml_collections.ConfigDict:
   c.model = zoo.get('Nano_2')
   c.init_from = config_dict.placeholder(str)   # .npz or saved model to start from
   c.init_into = config_dict.placeholder(str)   # e.g. 'img': LiT's image tower
+  # A student built from the init_from teacher: its layers / heads / neurons.
+  c.student_init = student_init.default_config()
   c.dataset = 'digits'
   c.data_dir = config_dict.placeholder(str)
   c.train_split = 'train'
@@ -68,6 +72,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.optim = optim.default_optim_config()
   c.schedule = optim.default_schedule_config()
   c.distill = losses.default_distill_config()
+  c.mixup = mixup.default_config()   # in the step, on the view both models see
   c.teacher = teacher_defaults()
   c.prune = pruning.default_config()
   c.quant = quantize.default_config()
@@ -101,7 +106,7 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in base.keys():
     value = config.get(key, base[key]) if key in config else base[key]
     if key in ('optim', 'schedule', 'distill', 'teacher', 'prune', 'quant',
-               'distributed', 'lit'):
+               'distributed', 'lit', 'student_init', 'mixup'):
       value = with_defaults(value, base[key], f'config.{key}')
     else:
       check_type(value, base[key], f'config.{key}')
@@ -146,6 +151,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
   pruning.validate(config.prune)
+  student_init.validate(config.student_init)
+  mixup.validate(config.mixup)
+  if student_init.active(config.student_init) and not config.init_from:
+    raise ValueError('config.student_init builds the student from a teacher: set '
+                     'config.init_from to the teacher\'s saved model directory.')
   quantize.resolve(config.quant)
   accum = config.optim.accum_steps
   if not isinstance(accum, int) or accum < 1 or config.batch_size % accum:

@@ -1,4 +1,5 @@
-"""The kinds of stage a recipe chains: import, train, shrink, quantize, report, export.
+"""The kinds of stage a recipe chains: import, train, shrink, lowrank, quantize,
+report, export.
 
 Each kind is registered by name with the settings it accepts (their
 defaults) and a function that runs it. A stage reads its inputs (paths, with
@@ -10,19 +11,28 @@ DONE marker. Settings:
             (data, pp, batch sizes) -> a full experiment config, trained by
             `train.train_and_evaluate` in the stage directory (so it resumes
             from its checkpoints); output: the trained model, `<stage>/model`.
+            With `init_from` a saved model and no `model` of its own, it
+            trains that model's architecture (fine-tuning); with
+            `student_init`, a student cut from it (`compress.student_init`).
   import    checkpoint: a vit_jax / big_vision .npz (e.g. gs://vit_models/...),
             model: its zoo name, num_classes: its head's, image_size: the
             resolution to run at (position embeddings resampled; default the
             shared config's) -> a saved model, `<stage>/model`.
   shrink    input: a structurally pruned saved model -> pruned heads,
             neurons and layers removed (`compress.shrink`); `<stage>/model`.
+  lowrank   input: a float saved model; one of energy / ratio / rank and
+            params_regex (kernels, regex over parameter paths) -> the
+            kernels replaced by truncated-SVD factors (`compress.lowrank`),
+            fine-tunable by a later train stage (init_from: 'stage:NAME');
+            `<stage>/model`.
   quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
             -> integer weights saved with their config (reloads alone with
             `quantize.load_quantized`); `<stage>/model`.
   report    variants: [{'name', 'model' (a saved model), 'tome_r'}], scored
             on the same eval split (config: overrides of the shared data
             settings): top-1, agreement with the first variant, params, bytes
-            on disk, FLOPs, img/s measured at `batch_sizes` (median of
+            of the one-file compact artifact (`compress.compact`, written to
+            `<stage>/<i>.npz`), FLOPs, img/s measured at `batch_sizes` (median of
             `repeats` runs, then of `rounds` rounds over all variants) ->
             report.json, report.md and pareto.png in the recipe's workdir.
   export    input: a float saved model; formats: of `export.FORMATS` ->
@@ -119,9 +129,24 @@ def _saved_model(path: str, where: str) -> str:
 
 
 # ------------------------------------------------------------------- train
+def _model_of_init_from(config, overrides) -> None:
+  """A stage that fine-tunes a saved model (init_from, no model of its own, no
+  student_init) trains that model's architecture, e.g. a lowrank stage's."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  init_from = config.get('init_from')
+  if ('model' in to_dict(overrides) or not init_from
+      or any(v is not None for k, v in to_dict(config.get('student_init')).items()
+             if k in ('layers', 'num_heads', 'mlp_dim'))
+      or not checkpoint.is_saved_model(init_from)):
+    return
+  model_config, _ = checkpoint.load_model(init_from)
+  config.model = model_config
+
+
 def _train(ctx: Context) -> Dict[str, Any]:
   from vit_compress import train  # pylint: disable=g-import-not-at-top
   config = experiment_config(ctx.base, ctx.settings.config)
+  _model_of_init_from(config, ctx.settings.config)
   metrics = train.train_and_evaluate(config, ctx.directory)
   if metrics['step'] < config.total_steps:   # stopped by SIGTERM
     raise InterruptedError(f'Stage {ctx.name!r} stopped at step {metrics["step"]} '
@@ -189,6 +214,38 @@ def _shrink(ctx: Context) -> Dict[str, Any]:
 STAGES.register('shrink')(StageKind(
     defaults=lambda: {'input': None}, run=_shrink, output=_in_model_subdir,
     check=lambda s, base, where: _check_input(s, where)))
+
+
+# ----------------------------------------------------------------- lowrank
+def _lowrank(ctx: Context) -> Dict[str, Any]:
+  from vit_compress.compress import lowrank  # pylint: disable=g-import-not-at-top
+  s = ctx.settings
+  source = _saved_model(s.input, f'stage {ctx.name!r} input')
+  out = _in_model_subdir(ctx.workdir, ctx.name)
+  metrics = lowrank.factorize_saved_model(
+      source, out, energy=s.energy, ratio=s.ratio, rank=s.rank,
+      params_regex=s.params_regex, overwrite=True)
+  return {'output': out, 'metrics': metrics}
+
+
+def _check_lowrank(settings, base, where: str) -> None:
+  from vit_compress import paths  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import lowrank  # pylint: disable=g-import-not-at-top
+  del base
+  _check_input(settings, where)
+  lowrank.check_rank_settings(settings.energy, settings.ratio, settings.rank, where)
+  paths.compile_regex(settings.params_regex, f'{where}.params_regex')
+
+
+def _lowrank_defaults() -> Dict[str, Any]:
+  from vit_compress.compress import lowrank  # pylint: disable=g-import-not-at-top
+  return {'input': None, 'energy': None, 'ratio': None, 'rank': None,
+          'params_regex': lowrank.DEFAULT_REGEX}
+
+
+STAGES.register('lowrank')(StageKind(
+    defaults=_lowrank_defaults,
+    run=_lowrank, output=_in_model_subdir, check=_check_lowrank))
 
 
 # ---------------------------------------------------------------- quantize
@@ -261,13 +318,13 @@ def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
 
 
 def _load_variant(variant):
-  """(module, params) of a float or quantized saved model, with its tome_r."""
+  """(module, params, model config) of a float or quantized saved model, with
+  its tome_r."""
   path = _saved_model(variant.model, f'report variant {variant.name!r}')
   try:
-    module, params, _ = load_artifact(path, tome_r=variant.tome_r)
+    return load_artifact(path, tome_r=variant.tome_r)
   except ValueError as e:
     raise ValueError(f'Report variant {variant.name!r}: {e}') from None
-  return module, params
 
 
 def load_artifact(path: str, tome_r: int = 0):
@@ -323,6 +380,7 @@ def _check_report(settings, base, where: str) -> None:
 
 def _report(ctx: Context) -> Dict[str, Any]:
   from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   s = ctx.settings
   config = checked_experiment_config(ctx.base, s.config, f'stage {ctx.name!r}')
   batches = _eval_batches(config)
@@ -330,13 +388,18 @@ def _report(ctx: Context) -> Dict[str, Any]:
                 min_run_s=s.min_run_s)
   rows, loaded, reference = [], [], {}  # agreement: with the first variant
   for variant in variants(s, f'stage {ctx.name!r}'):
-    module, params = _load_variant(variant)
+    module, params, model_config = _load_variant(variant)
+    # The size column is the one-file artifact a user deploys (compress.compact).
+    artifact = os.path.join(ctx.directory, f'{len(rows)}.npz')
+    compact.save(artifact, params, model_config)
     # One function object per variant: jax reuses its compilations in every round.
     forward = eval_lib.forward_fn(module)
     logging.info('Scoring %s (%s).', variant.name, variant.model)
     row = eval_lib.score_variant(variant.name, forward, params, batches,
-                                 artifact=variant.model, **reference, **timing)
+                                 artifact=artifact, **reference, **timing)
+    row['bytes_source'] = 'one-file compact artifact (compress.compact)'
     row['artifact'] = os.path.relpath(variant.model, ctx.workdir)
+    row['compact_artifact'] = os.path.relpath(artifact, ctx.workdir)
     if variant.tome_r:
       row['tome_r'] = variant.tome_r
     reference = reference or {'teacher': forward, 'teacher_params': params}

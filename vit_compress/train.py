@@ -40,6 +40,8 @@ from vit_compress import sharding
 from vit_compress import workdir as workdir_lib
 from vit_compress.compress import pruning
 from vit_compress.compress import quantize
+from vit_compress.compress import student_init
+from vit_compress.data import mixup
 
 PyTree = Any
 
@@ -219,6 +221,8 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
   def step_fn(state, batch, teacher_params):
     step = state['step']
     rng = jax.random.fold_in(base_rng, step)
+    # One mixed view for both models (consistent teaching); off when p = 0.
+    batch = mixup.mix(jax.random.fold_in(rng, 1), batch, config.mixup)
     params = state['params']
     masks = None
     if pruned:  # masks first (at this step), so the forward sees pruned zeros
@@ -347,6 +351,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   config = prepare(config)
   mesh = sharding.make_mesh(config.mesh)
   info = data.validate_config(config, mesh)
+  init_params = None   # a student built from the teacher's weights
+  if student_init.active(config.student_init):
+    config, init_params = _student_from_teacher(config, mesh)
   if config.model.family != 'lit' and config.model.num_classes != info.num_classes:
     logging.info('config.model.num_classes=%s -> %d (from %s).',
                  config.model.num_classes, info.num_classes, config.dataset)
@@ -368,7 +375,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   def fresh_state():
     state = jax.jit(init_fn, out_shardings=state_shardings)(
         jax.random.key(config.seed))
-    if config.init_from:
+    if init_params is not None:
+      state = dict(state, params=jax.device_put(init_params,
+                                                state_shardings['params']))
+    elif config.init_from:
       state = _init_from_checkpoint(config, state, state_shardings)
     return state
   # A new run reads `init_from` before writing anything, so a checkpoint that
@@ -523,6 +533,30 @@ def _init_from_checkpoint(config, state, state_shardings):
   state['params'] = jax.device_put(loaded, state_shardings['params'])
   logging.info('Initialised from %s.', config.init_from)
   return state
+
+
+def _student_from_teacher(config, mesh):
+  """`config.student_init`: the model config and first parameters, taken from
+  the init_from teacher (`compress.student_init`); config.model is replaced."""
+  _require_exists(config.init_from, 'config.init_from')
+  if not checkpoint.is_saved_model(config.init_from):
+    raise ValueError(f'config.init_from={config.init_from!r} is not a saved model '
+                     'directory (workdir/model); config.student_init needs the '
+                     "teacher's model config that one carries.")
+  teacher_config, teacher_params = checkpoint.load_model(config.init_from)
+  spec = config.student_init
+  scores = None
+  if spec.criterion == 'taylor':
+    config.model = teacher_config   # its batches: the teacher reads them
+    batches = data.make_train_iterator(config, mesh, start_step=0)
+    scores = student_init.taylor_scores(
+        teacher_config, teacher_params,
+        (next(batches) for _ in range(spec.taylor_batches)))
+  params, config.model = student_init.init_student(teacher_params, teacher_config,
+                                                   spec, scores)
+  logging.info('Student from %s: %s, %d parameters.', config.init_from,
+               student_init.describe(config.model), models.count_params(params))
+  return config, params
 
 
 def _check_image_size(config, example):

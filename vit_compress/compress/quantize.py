@@ -442,6 +442,11 @@ def load_quantized(directory: str
   if model_config.get('quant') is None:
     raise ValueError(f'{directory} holds a float model (its config has no quant '
                      'section); load it with checkpoint.load_model.')
-  abstract = _abstract_params(model_config, model_config.quant)
-  return (quantized_model(model_config), from_storage(stored, abstract),
+  return (quantized_model(model_config), params_from_storage(stored, model_config),
           model_config)
+
+
+def params_from_storage(stored: PyTree, model_config: ml_collections.ConfigDict
+                        ) -> PyTree:
+  """The PTQ model's parameters from `to_storage`'s arrays and its config."""
+  return from_storage(stored, _abstract_params(model_config, model_config.quant))

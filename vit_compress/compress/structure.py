@@ -78,9 +78,12 @@ def find_groups(params, model_config: Optional[ml_collections.ConfigDict] = None
     prefix = f'{encoder}/' if encoder else ''
     block = f'{prefix}encoderblock_{layer}'
     att, mlp = f'{block}/{_ATTENTION}', f'{block}/{_MLP}'
-    heads = [(f'{att}/{n}/kernel', 1) for n in ('query', 'key', 'value')]
+    # Low-rank projections: heads on kernel_b (r, heads, head_dim) of
+    # query/key/value and on kernel_a (heads, head_dim, r) of out.
+    heads = [(f'{att}/{n}/{k}', 1) for k in ('kernel', 'kernel_b')
+             for n in ('query', 'key', 'value')]
     heads += [(f'{att}/{n}/bias', 0) for n in ('query', 'key', 'value')]
-    heads += [(f'{att}/out/kernel', 0)]
+    heads += [(f'{att}/out/kernel', 0), (f'{att}/out/kernel_a', 0)]
     # A low-rank Dense_i (kernel_a (in, r) @ kernel_b (r, out)) has its
     # neurons on kernel_b of Dense_0 and kernel_a of Dense_1.
     neurons = [(f'{mlp}/Dense_0/kernel', 1), (f'{mlp}/Dense_0/kernel_b', 1),

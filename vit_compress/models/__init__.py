@@ -62,6 +62,7 @@ def _build_vit(config, name: Optional[str] = None):
       head_zeroinit=config.get('head_zeroinit', True),
       tome_r=tome_r if isinstance(tome_r, int) else tuple(tome_r),
       mlp_ranks=mlp_ranks,
+      attn_ranks=vit_lib.attention_ranks(t.get('lowrank'), layers),
       remat=config.get('remat', False),
       posemb=config.get('posemb', 'learn'),
       dtype=jnp.dtype(config.get('dtype', 'float32')),

@@ -44,12 +44,30 @@ def mlp_ranks(lowrank, num_layers: int) -> Optional[Tuple[Tuple[int, int], ...]]
   """
   if not lowrank:
     return None
-  unknown = sorted(set(lowrank) - {'mlp_rank_0', 'mlp_rank_1'})
+  unknown = sorted(set(lowrank) - set(_MLP_RANKS + ATTENTION_RANKS))
   if unknown:
     raise ValueError(f'transformer.lowrank has unknown keys {unknown}; '
-                     'valid: mlp_rank_0, mlp_rank_1.')
+                     f'valid: {", ".join(_MLP_RANKS + ATTENTION_RANKS)}.')
+  if not any(k in lowrank for k in _MLP_RANKS):
+    return None
   ranks = [per_layer(lowrank.get(k, 0), num_layers, f'lowrank.{k}')
-           for k in ('mlp_rank_0', 'mlp_rank_1')]
+           for k in _MLP_RANKS]
+  return tuple(zip(*ranks))
+
+
+_MLP_RANKS = ('mlp_rank_0', 'mlp_rank_1')
+# Attention projections, in the order MultiHeadDotProductAttention.ranks takes.
+ATTENTION_RANKS = ('query_rank', 'key_rank', 'value_rank', 'out_rank')
+
+
+def attention_ranks(lowrank, num_layers: int
+                    ) -> Optional[Tuple[Tuple[int, int, int, int], ...]]:
+  """Per-layer (query, key, value, out) ranks from `transformer.lowrank`
+  (0: full kernel); None when no attention projection is factorised."""
+  if not lowrank or not any(k in lowrank for k in ATTENTION_RANKS):
+    return None
+  ranks = [per_layer(lowrank.get(k, 0), num_layers, f'lowrank.{k}')
+           for k in ATTENTION_RANKS]
   return tuple(zip(*ranks))
 
 
@@ -71,26 +89,35 @@ class LowRankDense(nn.Module):
 
   `compress.lowrank.factorize` makes the factors from a trained kernel by a
   truncated SVD; two thin matmuls cost r * (in + out) instead of in * out.
+  For attention's DenseGeneral layouts, `features` may be a tuple (query /
+  key / value: kernel_b (r, heads, head_dim)) and `in_axes` > 1 (out:
+  kernel_a (heads, head_dim, r) contracts the last two input axes).
   """
-  features: int
+  features: Union[int, Tuple[int, ...]]
   rank: int
+  in_axes: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     init = nn.initializers.lecun_normal()
-    kernel_a = self.param('kernel_a', init, (x.shape[-1], self.rank),
+    features = (self.features,) if isinstance(self.features, int) else tuple(
+        self.features)
+    n = self.in_axes
+    kernel_a = self.param('kernel_a', init, tuple(x.shape[-n:]) + (self.rank,),
                           self.param_dtype)
-    kernel_b = self.param('kernel_b', init, (self.rank, self.features),
+    kernel_b = self.param('kernel_b', init, (self.rank,) + features,
                           self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (self.features,),
-                      self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, features, self.param_dtype)
     x, kernel_a, kernel_b, bias = nn.dtypes.promote_dtype(
         x, kernel_a, kernel_b, bias, dtype=self.dtype)
     # lax.dot_general as in nn.Dense, so qwix quantizes both factors.
-    matmul = lambda y, k: jax.lax.dot_general(y, k, (((y.ndim - 1,), (0,)), ((), ())))
-    return matmul(matmul(x, kernel_a), kernel_b) + bias
+    y = jax.lax.dot_general(
+        x, kernel_a, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))),
+                      ((), ())))
+    y = jax.lax.dot_general(y, kernel_b, (((y.ndim - 1,), (0,)), ((), ())))
+    return y + bias
 
 
 class MlpBlock(nn.Module):
@@ -137,15 +164,22 @@ class MultiHeadDotProductAttention(nn.Module):
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  ranks: Tuple[int, int, int, int] = (0, 0, 0, 0)  # low-rank q, k, v, out (0: full)
 
   @nn.compact
   def __call__(self, x, *, deterministic: bool, size=None, mask=None):
     features = x.shape[-1]
-    proj = lambda name: nn.DenseGeneral(
-        (self.num_heads, self.head_dim), dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name,
-        kernel_init=nn.initializers.xavier_uniform())
-    q, k, v = proj('query')(x), proj('key')(x), proj('value')(x)
+
+    def proj(name, rank):
+      if rank:
+        return LowRankDense((self.num_heads, self.head_dim), rank,
+                            dtype=self.dtype, param_dtype=self.param_dtype,
+                            name=name)
+      return nn.DenseGeneral(
+          (self.num_heads, self.head_dim), dtype=self.dtype,
+          param_dtype=self.param_dtype, name=name,
+          kernel_init=nn.initializers.xavier_uniform())
+    q, k, v = (proj(n, r)(x) for n, r in zip(('query', 'key', 'value'), self.ranks))
     bias = None
     if size is not None:  # (B, N, 1) token sizes -> (B, 1, 1, N) logit bias
       bias = jnp.log(size)[..., 0][:, None, None, :].astype(q.dtype)
@@ -154,9 +188,13 @@ class MultiHeadDotProductAttention(nn.Module):
                                   self.make_rng('dropout'))
     else:
       y = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
-    out = nn.DenseGeneral(features, axis=(-2, -1), dtype=self.dtype,
-                          param_dtype=self.param_dtype, name='out',
-                          kernel_init=nn.initializers.xavier_uniform())(y)
+    if self.ranks[3]:
+      out = LowRankDense(features, self.ranks[3], in_axes=2, dtype=self.dtype,
+                         param_dtype=self.param_dtype, name='out')(y)
+    else:
+      out = nn.DenseGeneral(features, axis=(-2, -1), dtype=self.dtype,
+                            param_dtype=self.param_dtype, name='out',
+                            kernel_init=nn.initializers.xavier_uniform())(y)
     return out, k.mean(axis=-2)
 
 
@@ -186,6 +224,7 @@ class Encoder1DBlock(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   mlp_ranks: Tuple[int, int] = (0, 0)  # low-rank MLP kernels (0: full rank)
+  attn_ranks: Tuple[int, int, int, int] = (0, 0, 0, 0)  # low-rank q, k, v, out
 
   @nn.compact
   def __call__(self, x, size, deterministic: bool, mask=None):
@@ -194,7 +233,7 @@ class Encoder1DBlock(nn.Module):
     y, keys = MultiHeadDotProductAttention(
         num_heads=self.num_heads, head_dim=self.head_dim,
         dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
-        param_dtype=self.param_dtype)(
+        param_dtype=self.param_dtype, ranks=self.attn_ranks)(
             y, deterministic=deterministic, size=size, mask=mask)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = x + self._drop_path(y, deterministic)
@@ -238,6 +277,7 @@ class Encoder(nn.Module):
   tome_r: IntOrPerLayer = 0
   num_prefix_tokens: int = 1
   mlp_ranks: Optional[Tuple[Tuple[int, int], ...]] = None  # per layer
+  attn_ranks: Optional[Tuple[Tuple[int, int, int, int], ...]] = None  # per layer
   add_position_embedding: bool = True
   remat: bool = False
   dtype: Dtype = jnp.float32
@@ -263,6 +303,7 @@ class Encoder(nn.Module):
           drop_path_rate=self.stochastic_depth * i / max(num_layers - 1, 1),
           tome_r=tome_r[i], num_prefix_tokens=self.num_prefix_tokens,
           mlp_ranks=self.mlp_ranks[i] if self.mlp_ranks else (0, 0),
+          attn_ranks=self.attn_ranks[i] if self.attn_ranks else (0, 0, 0, 0),
           dtype=self.dtype, param_dtype=self.param_dtype,
           name=f'encoderblock_{i}')(x, size, not train, mask)
     return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
@@ -327,6 +368,7 @@ class VisionTransformer(nn.Module):
   head_zeroinit: bool = True  # fine-tuning starts from zero logits; LiT must not
   tome_r: IntOrPerLayer = 0
   mlp_ranks: Optional[Tuple[Tuple[int, int], ...]] = None  # low-rank MLP kernels
+  attn_ranks: Optional[Tuple[Tuple[int, int, int, int], ...]] = None  # and attention
   remat: bool = False
   posemb: str = 'learn'   # or 'sincos2d' (fixed; big_vision, SigLIP)
   dtype: Dtype = jnp.float32
@@ -364,7 +406,7 @@ class VisionTransformer(nn.Module):
                 head_dim=self.head_dim, dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
                 stochastic_depth=self.stochastic_depth, tome_r=self.tome_r,
-                mlp_ranks=self.mlp_ranks,
+                mlp_ranks=self.mlp_ranks, attn_ranks=self.attn_ranks,
                 num_prefix_tokens=len(prefix), remat=self.remat,
                 add_position_embedding=self.posemb == 'learn',
                 dtype=self.dtype, param_dtype=self.param_dtype,
