@@ -22,6 +22,7 @@ with the JAX model; sizes and accuracies go to export/summary.json.
 """
 import json
 import os
+import sys
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from absl import app
@@ -33,8 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 from vit_compress import checkpoint
+from vit_compress import cli
 from vit_compress import models
 from vit_compress import tflite
+from vit_compress import workdir as workdir_lib
 from vit_compress.eval import classification
 from vit_compress.eval import profiling
 
@@ -243,19 +246,53 @@ def _define_flags():
   flags.DEFINE_bool('per_channel', True, 'int8 TFLite weights per output channel '
                     '(more accurate; per-tensor makes a small model\'s file smaller).')
   flags.DEFINE_bool('check', True, 'Run each TFLite file on the eval split.')
-  flags.mark_flags_as_required(['workdir'])
+
+
+# What a saved model's extra.json records about its data, which export scores
+# on unless --config says otherwise.
+RECORDED_DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'eval_split', 'pp_eval')
+
+
+def config_for(model_dir: str, config=None) -> ml_collections.ConfigDict:
+  """`config` completed, or the defaults with the dataset, splits and eval
+  preprocessing the model's artifact records (so a model is scored on what it
+  was trained on)."""
+  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  if config is not None:
+    return ml_collections.ConfigDict(experiment.complete(config).to_dict())
+  config = ml_collections.ConfigDict(experiment.defaults().to_dict())
+  extra_path = os.path.join(model_dir, checkpoint.EXTRA_FILE)
+  if tf.io.gfile.exists(extra_path):
+    with tf.io.gfile.GFile(extra_path) as f:
+      extra = json.load(f)
+    for key in RECORDED_DATA_KEYS:
+      if extra.get(key) is not None:
+        config[key] = extra[key]
+    logging.info('Scoring on %s as recorded in %s.', config.dataset, extra_path)
+  return config
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  config = experiment.complete(f.config) if f.config else experiment.defaults()
-  config = ml_collections.ConfigDict(config.to_dict())
+  sys.exit(cli.report(_main, f.verbose))
+
+
+def _main():
+  f = flags.FLAGS
+  cli.require(f.workdir, 'workdir', '/tmp/run')
+  if not f.format:
+    raise ValueError(f'--format is empty: give some of {", ".join(FORMATS)}.')
+  if f.num_calibration < 1:
+    raise ValueError(f'--num_calibration={f.num_calibration} must be positive.')
+  model_dir = f.model_dir or find_saved_model(f.workdir)
+  if f.model_dir:
+    model_dir = workdir_lib.resolve_model_dir(f.model_dir, '--model_dir')
+  config = config_for(model_dir, f.config)
   if f.data_dir:
     config.data_dir = f.data_dir
-  summary = run(config, f.workdir, f.format, model_dir=f.model_dir,
+  summary = run(config, f.workdir, f.format, model_dir=model_dir,
                 out_dir=f.out_dir, num_calibration=f.num_calibration,
                 per_channel=f.per_channel, check=f.check)
   print(json.dumps(summary, indent=2, default=str))
@@ -263,4 +300,5 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.define_verbose()
+  app.run(main, flags_parser=cli.parse_flags)

@@ -528,8 +528,10 @@ def _save_final_model(config, workdir, state, eval_metrics):
   # Global arrays, possibly split between processes: orbax writes each
   # process's shards, process 0 the JSON files.
   params = _eval_params(state)
-  extra = {'eval': eval_metrics, 'dataset': config.dataset,
-           'steps': config.total_steps}
+  extra = {'eval': eval_metrics, 'steps': config.total_steps}
+  # What it was trained and scored on: export and reports score on this.
+  extra.update({k: config.get(k) for k in ('dataset', 'data_dir', 'train_split',
+                                           'eval_split', 'pp_eval')})
   if 'masks' in state:
     extra['sparsity'] = pruning.sparsity(
         _to_host(state['masks']), params)

@@ -320,10 +320,25 @@ def format_table(rows) -> str:
 
 
 def main(argv):
-  del argv
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from vit_compress import cli  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sys.exit(cli.report(_main, flags.FLAGS.verbose))
+
+
+def _main():
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   selected = f.models or PUBLISHED
+  for name in selected:
+    get(name)   # an unknown name fails here, before any model is traced
+  for flag in ('image_size', 'num_classes'):
+    if f[flag].value < 1:
+      raise ValueError(f'--{flag}={f[flag].value} must be a positive integer.')
+  if f.jobs is not None and f.jobs < 1:
+    raise ValueError(f'--jobs={f.jobs} must be a positive integer.')
   rows = describe_many(selected, f.image_size, f.num_classes, f.jobs)
   print(f'Model zoo at {f.image_size}px, {f.num_classes} classes '
         '(FLOPs: XLA cost analysis, one image; LiT adds one text of max_len tokens)')
@@ -336,4 +351,6 @@ if __name__ == '__main__':
   flags.DEFINE_integer('num_classes', 1000, 'Classifier classes (not used by LiT).')
   flags.DEFINE_list('models', None, 'Zoo names to show (default: the published models).')
   flags.DEFINE_integer('jobs', None, 'Processes tracing models in parallel (default: CPU cores).')
-  app.run(main)
+  from vit_compress import cli  # pylint: disable=g-import-not-at-top
+  cli.define_verbose()
+  app.run(main, flags_parser=cli.parse_flags)
