@@ -83,9 +83,6 @@ def defaults() -> ml_collections.ConfigDict:
   # Rerunning a workdir under keys outside workdir.SAFE_ON_RESUME is refused;
   # True continues from its latest checkpoint under the new settings.
   c.resume_with_changes = False
-  # A training image that fails to decode stops the run, naming the file;
-  # True skips such images (each is logged and counted) instead.
-  c.skip_bad_images = False
   c.loss = 'softmax_xent'
   c.optim = optim.default_optim_config()
   c.schedule = optim.default_schedule_config()

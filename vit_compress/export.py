@@ -276,25 +276,29 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  sys.exit(cli.report(_main, f.verbose))
+  sys.exit(cli.report(lambda: command(
+      f.workdir, f.format, config=f.config, model_dir=f.model_dir,
+      out_dir=f.out_dir, data_dir=f.data_dir, num_calibration=f.num_calibration,
+      per_channel=f.per_channel, check=f.check), f.verbose))
 
 
-def _main():
-  f = flags.FLAGS
-  cli.require(f.workdir, 'workdir', '/tmp/run')
-  if not f.format:
+def command(workdir, formats, *, config=None, model_dir=None, data_dir=None,
+            num_calibration=256, **kwargs) -> None:
+  """The command line's work: arguments checked, then `run`; prints the summary."""
+  cli.require(workdir, 'workdir', '/tmp/run')
+  if not formats:
     raise ValueError(f'--format is empty: give some of {", ".join(FORMATS)}.')
-  if f.num_calibration < 1:
-    raise ValueError(f'--num_calibration={f.num_calibration} must be positive.')
-  model_dir = f.model_dir or find_saved_model(f.workdir)
-  if f.model_dir:
-    model_dir = workdir_lib.resolve_model_dir(f.model_dir, '--model_dir')
-  config = config_for(model_dir, f.config)
-  if f.data_dir:
-    config.data_dir = f.data_dir
-  summary = run(config, f.workdir, f.format, model_dir=model_dir,
-                out_dir=f.out_dir, num_calibration=f.num_calibration,
-                per_channel=f.per_channel, check=f.check)
+  if num_calibration < 1:
+    raise ValueError(f'--num_calibration={num_calibration} must be positive.')
+  if model_dir:
+    model_dir = workdir_lib.resolve_model_dir(model_dir, '--model_dir')
+  else:
+    model_dir = find_saved_model(workdir)
+  config = config_for(model_dir, config)
+  if data_dir:
+    config.data_dir = data_dir
+  summary = run(config, workdir, formats, model_dir=model_dir,
+                num_calibration=num_calibration, **kwargs)
   print(json.dumps(summary, indent=2, default=str))
 
 

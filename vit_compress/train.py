@@ -452,7 +452,7 @@ def _train(config, workdir, mesh, info) -> Dict[str, float]:
 
   with _Preemption() as preemption, _saves_settled(manager):
     for step in range(start_step + 1, config.total_steps + 1):
-      batch = next(train_iter)
+      batch = _next_batch(train_iter, step, last_saved)
       state, metrics = step_fn(state, batch, teacher_params)
       pending.append((step, metrics['loss']))
       progress(step)
@@ -496,6 +496,18 @@ def _train(config, workdir, mesh, info) -> Dict[str, float]:
   if 'train/loss' in train_scalars:
     result['train_loss'] = train_scalars['train/loss']
   return result
+
+
+def _next_batch(train_iter, step: int, last_saved: int):
+  """The next batch; data that fails to read or decode stops the run cleanly."""
+  try:
+    return next(train_iter)
+  except tf.errors.OpError as e:
+    raise ValueError(
+        f'Reading the training data failed at step {step} ('
+        f'{" ".join(e.message.split())[:300]}). Training stopped; the last '
+        f'checkpoint (step {last_saved}) is kept. Remove or replace the bad '
+        'file, then rerun to resume.') from None
 
 
 @contextlib.contextmanager

@@ -81,18 +81,20 @@ def shrink_saved_model(model_dir: str, out_dir: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  sys.exit(cli.report(_run, FLAGS.verbose))
+  sys.exit(cli.report(lambda: run(FLAGS.model, FLAGS.out, FLAGS.overwrite),
+                      FLAGS.verbose))
 
 
-def _run():
-  cli.require(FLAGS.model, 'model', 'WORKDIR/model')
-  cli.require(FLAGS.out, 'out', 'WORKDIR/shrunk')
-  model_dir = workdir_lib.resolve_model_dir(FLAGS.model, '--model')
-  check_out(model_dir, FLAGS.out, FLAGS.overwrite)
-  new_config, before, after = shrink_saved_model(model_dir, FLAGS.out)
+def run(model: str, out: str, overwrite: bool = False) -> None:
+  """The command: checks every argument before reading or writing a model."""
+  cli.require(model, 'model', 'WORKDIR/model')
+  cli.require(out, 'out', 'WORKDIR/shrunk')
+  model_dir = workdir_lib.resolve_model_dir(model, '--model')
+  check_out(model_dir, out, overwrite)
+  new_config, before, after = shrink_saved_model(model_dir, out)
   print(f'{before} -> {after} parameters ({after / before:.1%}); '
         f'heads per layer {tuple(new_config.transformer.num_heads)}, '
-        f'MLP widths {tuple(new_config.transformer.mlp_dim)}; saved to {FLAGS.out}')
+        f'MLP widths {tuple(new_config.transformer.mlp_dim)}; saved to {out}')
 
 
 if __name__ == '__main__':

@@ -4,6 +4,8 @@ Layout: ROOT/<split>/<class>/<image>.{jpg,jpeg,png} (any case), e.g.
 ROOT/train/cat/1.jpg, ROOT/test/dog/7.png. A split is any subdirectory of
 ROOT with class subdirectories. Class names are the sorted union of the class
 directories of all splits, so a label means the same class in every split.
+At start-up every class directory must hold images, and (for local
+folders) every file must be readable and start like an image of its extension.
 Files are listed in sorted order (the same on every process); shard i of n
 is every n-th file starting at i, so each shard sees every class. Split strings take TFDS
 slices ('train[:90%]', 'train[90%:]'). Paths may be anything tf.io.gfile reads
@@ -32,6 +34,29 @@ def _images(path: str) -> List[str]:
                 if f.lower().endswith(EXTENSIONS))
 
 
+# The first bytes of the formats decode reads; anything else fails mid-run.
+_MAGIC = {'.png': (b'\x89PNG',), '.jpg': (b'\xff\xd8',), '.jpeg': (b'\xff\xd8',)}
+
+
+def _check_readable(files: List[str]) -> None:
+  """Local files only (a few bytes each; object stores would pay a request
+  per file): each readable, non-empty and starting as an image of its
+  extension does. Truncated images still pass and are met during training."""
+  for path in files:
+    if '://' in path:
+      return
+    try:
+      with open(path, 'rb') as f:
+        head = f.read(8)
+    except OSError as e:
+      raise ValueError(f'Folder dataset: cannot read {path} ({e.strerror}); fix '
+                       'its permissions or remove it.') from None
+    kind = os.path.splitext(path)[1].lower()
+    if not head.startswith(_MAGIC[kind]):
+      what = 'is empty' if not head else f'is not a {kind} image'
+      raise ValueError(f'Folder dataset: {path} {what}; remove or replace it.')
+
+
 class FolderSource:
   """Lists ROOT once; reads files lazily (after shuffling and skipping)."""
 
@@ -51,6 +76,12 @@ class FolderSource:
       paths, labels = [], []
       for c in _subdirs(os.path.join(root, split)):
         found = _images(os.path.join(root, split, c))
+        if not found:
+          raise ValueError(
+              f'Folder dataset: class directory {os.path.join(root, split, c)} '
+              f'holds no {"/".join(EXTENSIONS)} images. Add images, or remove '
+              'the directory (every class needs examples).')
+        _check_readable(found)
         paths += found
         labels += [label_of[c]] * len(found)
       if paths:
