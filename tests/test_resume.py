@@ -194,3 +194,33 @@ def test_stale_lock_of_a_dead_process_is_taken_over(run20, digits_data_dir, tmp_
     assert main.run(digits_config(digits_data_dir), workdir) == 0
   assert f'left by process {pid}' in caplog.text
   assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+
+
+def test_a_corrupt_image_mid_run_is_named_and_the_checkpoint_kept(tmp_path, capsys):
+  import tensorflow as tf
+  rng = np.random.default_rng(0)
+  root = tmp_path / 'images'
+  for split, count in (('train', 20), ('test', 4)):
+    for c in ('a', 'b'):
+      (root / split / c).mkdir(parents=True)
+      for i in range(count):
+        image = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        (root / split / c / f'{i}.png').write_bytes(tf.io.encode_png(image).numpy())
+  config = digits_config(None, total_steps=10, batch_size=8, checkpoint_every=5,
+                         dataset=f'folder:{root}',
+                         pp_train='decode|resize(8)|value_range(-1, 1)|onehot',
+                         pp_eval='decode|resize(8)|value_range(-1, 1)|onehot')
+  workdir = str(tmp_path / 'run')
+  assert main.run(config, workdir) == 0
+  bad = root / 'train' / 'b' / '7.png'
+  bad.write_bytes(bad.read_bytes()[:40])   # a valid header, truncated data
+  capsys.readouterr()
+  config.total_steps = 20
+  assert main.run(config, workdir) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'Traceback' not in err, err
+  assert re.search(r'failed at step 1[1-5] .*do not decode: .*train/b/7\.png.*'
+                   r'last checkpoint \(step 10\) is kept', err), err
+  manager = workdir_lib.make_manager(workdir)
+  assert manager.latest_step() == 10
+  assert not os.path.exists(os.path.join(workdir, 'unreadable_checkpoints'))

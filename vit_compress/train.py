@@ -452,7 +452,7 @@ def _train(config, workdir, mesh, info) -> Dict[str, float]:
 
   with _Preemption() as preemption, _saves_settled(manager):
     for step in range(start_step + 1, config.total_steps + 1):
-      batch = _next_batch(train_iter, step, last_saved)
+      batch = _next_batch(train_iter, step, last_saved, config)
       state, metrics = step_fn(state, batch, teacher_params)
       pending.append((step, metrics['loss']))
       progress(step)
@@ -498,16 +498,22 @@ def _train(config, workdir, mesh, info) -> Dict[str, float]:
   return result
 
 
-def _next_batch(train_iter, step: int, last_saved: int):
-  """The next batch; data that fails to read or decode stops the run cleanly."""
+def _next_batch(train_iter, step: int, last_saved: int, config):
+  """The next batch; data that fails to read or decode stops the run cleanly,
+  naming the files (of an image folder) that do not decode."""
   try:
     return next(train_iter)
   except tf.errors.OpError as e:
+    source = data.get_source(config.dataset, config.data_dir)
+    bad = (source.undecodable(config.train_split)
+           if hasattr(source, 'undecodable') else [])
+    files = (f'; files that do not decode: {", ".join(bad[:5])}'
+             f'{" ..." if len(bad) > 5 else ""}' if bad else '')
     raise ValueError(
         f'Reading the training data failed at step {step} ('
-        f'{" ".join(e.message.split())[:300]}). Training stopped; the last '
-        f'checkpoint (step {last_saved}) is kept. Remove or replace the bad '
-        'file, then rerun to resume.') from None
+        f'{" ".join(e.message.split())[:200]}){files}. Training stopped; the '
+        f'last checkpoint (step {last_saved}) is kept. Remove or replace the '
+        'bad file, then rerun to resume.') from None
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ slices ('train[:90%]', 'train[90%:]'). Paths may be anything tf.io.gfile reads
 (local, gs://).
 """
 import os
+import time
 from typing import Dict, List, Tuple
 
 from absl import logging
@@ -109,6 +110,20 @@ class FolderSource:
     labels = np.concatenate(labels)[shard_index::num_shards]
     ds = tf.data.Dataset.from_tensor_slices({'_path': paths, 'label': labels})
     return ds, len(paths)
+
+  def undecodable(self, split: str, limit_seconds: float = 60.0) -> List[str]:
+    """Files of `split` that fail to decode (after a read error mid-run; it
+    decodes every file, so it gives up after `limit_seconds`)."""
+    bad, start = [], time.time()
+    for part in sources.absolute_split(split, self.info.splits):
+      for path in self._files[part.splitname][0][part.from_:part.to]:
+        if time.time() - start > limit_seconds:
+          return bad
+        try:
+          tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+          bad.append(str(path))
+    return bad
 
   def load(self, example):
     example = dict(example)
