@@ -224,6 +224,8 @@ CASES = [
     ('resume with another clip norm', {'optim.grad_clip_norm': 0.5},
      r'optim\.grad_clip_norm: 1\.0 -> 0\.5'),
     ('resume with another batch size', {'batch_size': 32}, r'batch_size: 64 -> 32'),
+    ('fewer steps than the workdir has run', {'total_steps': 10},
+     r'is at step 20, past config\.total_steps=10'),
     ('resume on another train split', {'train_split': 'train[:50%]'},
      r"train_split: 'train' -> 'train\[:50%\]'"),
 ]

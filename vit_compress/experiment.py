@@ -144,9 +144,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
   _check_numbers(config)
-  if config.best_metric and config.best_metric not in BEST_METRICS:
+  lit = config.model.family == 'lit'   # zero-shot evals record accuracy only
+  if config.best_metric and config.best_metric not in (
+      BEST_METRICS[:1] if lit else BEST_METRICS):
     raise ValueError(unknown_name_message('config.best_metric',
-                                          config.best_metric, BEST_METRICS) +
+                                          config.best_metric, BEST_METRICS[:1] if lit else BEST_METRICS) +
                      ' (or None to keep only the latest checkpoints).')
   pruning.validate(config.prune)
   quantize.resolve(config.quant)

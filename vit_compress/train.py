@@ -413,6 +413,10 @@ def _train(config, workdir, mesh, info) -> Dict[str, float]:
   elif state is None:   # every checkpoint was unreadable
     state = fresh_state()
   start_step = int(jax.device_get(state['step']))
+  if start_step > config.total_steps:
+    raise ValueError(f'{workdir} is at step {start_step}, past config.total_steps='
+                     f'{config.total_steps}: raise total_steps to train on, or '
+                     'use a new --workdir.')
   if changes:
     logging.warning('resume_with_changes: continuing from step %d under %s.',
                     start_step, ', '.join(f'{k}={new!r} (was {old!r})'
