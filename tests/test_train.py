@@ -132,7 +132,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     digits_data_dir, tmp_path, nan_loss):
   train.train_and_evaluate(digits_config(digits_data_dir), str(tmp_path))
   before = sorted(os.listdir(tmp_path / 'checkpoints'))
-  config = digits_config(digits_data_dir, total_steps=40, loss=nan_loss)
+  # Another loss is another run: resuming under it is opted into.
+  config = digits_config(digits_data_dir, total_steps=40, loss=nan_loss,
+                         resume_with_changes=True)
   with pytest.raises(FloatingPointError, match='loss is nan at step 21.*step 20'):
     train.train_and_evaluate(config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before == ['10', '20']

@@ -26,6 +26,25 @@ from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
 
 _MODES = ('train', 'recipe')  # main.MODES
+# Eval metrics a checkpoint records, so `best_metric` may keep the best by them.
+BEST_METRICS = ('accuracy', 'top5')
+
+# Numbers with a range, {dotted key: (low, high, low_inclusive, what)}; every
+# other number only has to be finite.
+_RANGES = {
+    'schedule.base_lr': (0.0, None, False, 'the peak learning rate'),
+    'schedule.warmup_steps': (0, None, True, 'steps of linear warm-up'),
+    'schedule.end_lr_ratio': (0.0, 1.0, True, 'the final lr / base_lr'),
+    'optim.weight_decay': (0.0, None, True, 'the weight decay'),
+    'optim.momentum': (0.0, 1.0, True, 'the momentum, below 1'),
+    'optim.b1': (0.0, 1.0, True, "Adam's b1, below 1"),
+    'optim.b2': (0.0, 1.0, True, "Adam's b2, below 1"),
+    'optim.eps': (0.0, None, False, "Adam's epsilon"),
+    'distill.temperature': (0.0, None, False, 'the softmax temperature'),
+    'distill.weight': (0.0, 1.0, True, 'the share of the distillation term'),
+    'keep_checkpoints': (1, None, True, 'how many checkpoints are kept'),
+    'shuffle_buffer': (1, None, True, 'the shuffle buffer size'),
+}
 
 
 def teacher_defaults() -> ml_collections.ConfigDict:
@@ -67,7 +86,10 @@ def defaults() -> ml_collections.ConfigDict:
   c.eval_every = 250
   c.checkpoint_every = 250
   c.keep_checkpoints = 2
-  c.best_metric = 'accuracy'
+  c.best_metric = 'accuracy'   # one of BEST_METRICS; None keeps no best one
+  # Rerunning a workdir under keys outside workdir.SAFE_ON_RESUME is refused;
+  # True continues from its latest checkpoint under the new settings.
+  c.resume_with_changes = False
   c.loss = 'softmax_xent'
   c.optim = optim.default_optim_config()
   c.schedule = optim.default_schedule_config()
@@ -150,6 +172,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'checkpoint_every'):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
+  _check_numbers(config)
+  lit = config.model.family == 'lit'   # zero-shot evals record accuracy only
+  if config.best_metric and config.best_metric not in (
+      BEST_METRICS[:1] if lit else BEST_METRICS):
+    raise ValueError(unknown_name_message('config.best_metric',
+                                          config.best_metric, BEST_METRICS[:1] if lit else BEST_METRICS) +
+                     ' (or None to keep only the latest checkpoints).')
   pruning.validate(config.prune)
   student_init.validate(config.student_init)
   mixup.validate(config.mixup)
@@ -195,3 +224,43 @@ def _check_patches(model, where: str) -> None:
         f'{where}.image_size={size}' +
         (f' after the ResNet stem downsamples it {stride}x' if stride > 1 else '') +
         f'; choose an image size that is a multiple of {patch * stride}.')
+
+
+def _check_numbers(config) -> None:
+  """No NaN or Inf anywhere in the config; the ranged keys inside their range."""
+  import math  # pylint: disable=g-import-not-at-top
+
+  def walk(prefix, node):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        walk(name + '.', value)
+      elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f'config.{name}={value} is not a finite number.')
+  walk('', config)
+  for key, (low, high, low_inclusive, what) in _RANGES.items():
+    section, _, leaf = key.rpartition('.')
+    node = config[section] if section else config
+    value = node.get(leaf)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    below = value < low if low_inclusive else value <= low
+    if below or (high is not None and value > high):
+      bound = f'>= {low}' if low_inclusive else f'> {low}'
+      if high is not None:
+        bound += f' and <= {high}'
+      raise ValueError(f'config.{key}={value!r} is out of range: {what} must be '
+                       f'{bound}.')
+
+
+def validate_data(config, info) -> None:
+  """Checks against the dataset (its DatasetInfo; no example is read):
+  the train and eval splits select examples."""
+  eval_split = config.eval_split or info.default_eval_split
+  for key, split in (('train_split', config.train_split),
+                     ('eval_split', eval_split)):
+    count = info.num_examples(split)
+    if count == 0:
+      raise ValueError(f'config.{key}={split!r} selects no examples of '
+                       f'{config.dataset} (splits: {dict(info.splits)}): give a '
+                       "non-empty split or slice, e.g. 'train[:90%]'.")

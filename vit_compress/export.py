@@ -28,6 +28,7 @@ with the JAX model; sizes and accuracies go to export/summary.json.
 """
 import json
 import os
+import sys
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from absl import app
@@ -39,8 +40,10 @@ import numpy as np
 import tensorflow as tf
 
 from vit_compress import checkpoint
+from vit_compress import cli
 from vit_compress import models
 from vit_compress import tflite
+from vit_compress import workdir as workdir_lib
 from vit_compress.eval import classification
 from vit_compress.eval import profiling
 
@@ -292,10 +295,33 @@ def run_optimized(model: str, input_shape: Sequence[str], output_path: str,
   return 0
 
 
+# What a saved model's extra.json records about its data, which export scores
+# on unless --config says otherwise.
+RECORDED_DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'eval_split', 'pp_eval')
+
+
+def config_for(model_dir: str, config=None) -> ml_collections.ConfigDict:
+  """`config` completed, or the defaults with the dataset, splits and eval
+  preprocessing the model's artifact records (so a model is scored on what it
+  was trained on)."""
+  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  if config is not None:
+    return ml_collections.ConfigDict(experiment.complete(config).to_dict())
+  config = ml_collections.ConfigDict(experiment.defaults().to_dict())
+  extra_path = os.path.join(model_dir, checkpoint.EXTRA_FILE)
+  if tf.io.gfile.exists(extra_path):
+    with tf.io.gfile.GFile(extra_path) as f:
+      extra = json.load(f)
+    for key in RECORDED_DATA_KEYS:
+      if extra.get(key) is not None:
+        config[key] = extra[key]
+    logging.info('Scoring on %s as recorded in %s.', config.dataset, extra_path)
+  return config
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   if f.model:
     raise SystemExit(run_optimized(
@@ -303,19 +329,33 @@ def main(argv):
         random_init=f.random_init, num_classes=f.num_classes, dataset=f.dataset,
         data_dir=f.data_dir, num_calibration=f.num_calibration, threads=f.threads,
         rounds=f.rounds))
-  if not f.workdir:
-    raise app.UsageError('Give --workdir (export a training run) or --model '
-                         '(export_optimized).')
-  config = experiment.complete(f.config) if f.config else experiment.defaults()
-  config = ml_collections.ConfigDict(config.to_dict())
-  if f.data_dir:
-    config.data_dir = f.data_dir
-  summary = run(config, f.workdir, f.format, model_dir=f.model_dir,
-                out_dir=f.out_dir, num_calibration=f.num_calibration,
-                per_channel=f.per_channel, check=f.check)
+  sys.exit(cli.report(lambda: command(
+      f.workdir, f.format, config=f.config, model_dir=f.model_dir,
+      out_dir=f.out_dir, data_dir=f.data_dir, num_calibration=f.num_calibration,
+      per_channel=f.per_channel, check=f.check), f.verbose))
+
+
+def command(workdir, formats, *, config=None, model_dir=None, data_dir=None,
+            num_calibration=256, **kwargs) -> None:
+  """The command line's work: arguments checked, then `run`; prints the summary."""
+  cli.require(workdir, 'workdir', '/tmp/run')
+  if not formats:
+    raise ValueError(f'--format is empty: give some of {", ".join(FORMATS)}.')
+  if num_calibration < 1:
+    raise ValueError(f'--num_calibration={num_calibration} must be positive.')
+  if model_dir:
+    model_dir = workdir_lib.resolve_model_dir(model_dir, '--model_dir')
+  else:
+    model_dir = find_saved_model(workdir)
+  config = config_for(model_dir, config)
+  if data_dir:
+    config.data_dir = data_dir
+  summary = run(config, workdir, formats, model_dir=model_dir,
+                num_calibration=num_calibration, **kwargs)
   print(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.define_verbose()
+  app.run(main, flags_parser=cli.parse_flags)

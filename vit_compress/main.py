@@ -7,6 +7,7 @@
 'recipe' (the chained stages of configs/quickstart.py). Bad input fails before
 anything compiles or is written, with one line naming the key and the fix.
 """
+import copy
 import sys
 
 from absl import app
@@ -14,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vit_compress import cli
 from vit_compress import logs
 from vit_compress.registry import Registry
 
@@ -22,6 +24,12 @@ config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, e.g. configs/augreg.py:Ti_16.',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_bool('resume_with_changes', False,
+                  'Rerunning a workdir whose recorded config differs in keys that '
+                  'are not safe to change on resume: continue from its latest '
+                  'checkpoint under the new config (what no longer fits is '
+                  're-initialised) instead of refusing.')
+cli.define_verbose()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 MODES = Registry('mode')
@@ -43,24 +51,20 @@ def _recipe(config, workdir):
   recipe.run(config, workdir)
 
 
-# The exceptions a bad config or input raises (their message names the key and
-# the fix); anything else is a bug and keeps its traceback.
-_INPUT_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError,
-                 FloatingPointError, TypeError)
-
-
-def run(config, workdir: str) -> int:
+def run(config, workdir: str, resume_with_changes: bool = False,
+        verbose: bool = False) -> int:
   """Runs `config.mode`; returns the exit status (2: bad input, explained)."""
   mode = config.get('mode', 'train')
-  try:
+  if resume_with_changes:
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      config.resume_with_changes = True
+
+  def work():
+    from vit_compress import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    workdir_lib.check_writable_path(workdir)
     MODES.get(mode)(config, workdir)
-  except _INPUT_ERRORS as e:
-    # A deep traceback would only hide the message (--verbosity=1 logs it).
-    logging.debug('Traceback:', exc_info=True)
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f'error: {message}', file=sys.stderr)
-    return 2
-  return 0
+  return cli.report(work, verbose)
 
 
 def main(argv):
@@ -69,7 +73,8 @@ def main(argv):
   logs.quiet_dependencies()   # the verbosity is --verbosity's
   for note in _ALIAS_NOTES:     # set while parsing, before logging was set up
     logging.info(note)
-  sys.exit(run(FLAGS.config, FLAGS.workdir))
+  sys.exit(run(FLAGS.config, FLAGS.workdir, FLAGS.resume_with_changes,
+               FLAGS.verbose))
 
 
 def parse_config_flags(argv, flag_values=FLAGS):
@@ -91,18 +96,23 @@ def parse_config_flags(argv, flag_values=FLAGS):
 
 
 def _parse_flags(argv):
-  """absl's parsing, with a short error for a bad `--config.key=value`.
+  """absl's parsing, with a short error for a bad `--config=FILE:ARG` or
+  `--config.key=value`.
 
   config_flags applies overrides to the loaded config; a key the config does
   not have surfaces as a bare AttributeError / KeyError from inside
   ml_collections, a value of another type as a flags error.
   """
   from vit_compress import config_aliases  # pylint: disable=g-import-not-at-top
+  cli.check_config_flag(argv)
   try:
     return parse_config_flags(argv)
   except flags.IllegalFlagValueError as e:
     text = str(e)
-    if 'Error whilst parsing config file' in text:
+    if 'must have a value other than None' in text:
+      print(f'error: {e} E.g. --config=configs/augreg.py:Ti_16 '
+            '--workdir=/tmp/run.', file=sys.stderr)
+    elif 'Error whilst parsing config file' in text:
       # The config file's get_config raised: its last line is the message.
       last = text.strip().splitlines()[-1]
       message = last.split(': ', 1)[1] if ': ' in last else last

@@ -11,6 +11,7 @@ shardings and donates the state. Randomness is `fold_in(seed, step)`, and the
 data iterator starts at the restored step, so a resumed run is bit-identical
 to an uninterrupted one.
 """
+import contextlib
 import dataclasses
 import functools
 import signal
@@ -38,6 +39,7 @@ from vit_compress import models
 from vit_compress import optim
 from vit_compress import sharding
 from vit_compress import workdir as workdir_lib
+from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import quantize
 from vit_compress.compress import student_init
@@ -121,13 +123,12 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
   if not losses.needs_teacher(config):
     return None
   tc = config.teacher
-  _require_exists(tc.checkpoint, 'config.teacher.checkpoint')
-  from vit_compress import zoo  # pylint: disable=g-import-not-at-top
-  if checkpoint.is_saved_model(tc.checkpoint):
-    model_config, params = checkpoint.load_model(tc.checkpoint)
+  path = _model_path(tc.checkpoint, 'config.teacher.checkpoint')
+  if tf.io.gfile.isdir(path):
+    model_config, params = checkpoint.load_model(path)
     if tc.model and zoo.canonical_name(tc.model) != model_config.get('name'):
       raise ValueError(f'config.teacher.model={tc.model!r} but the saved model '
-                       f'{tc.checkpoint} is a {model_config.get("name")!r}: name '
+                       f'{path} is a {model_config.get("name")!r}: name '
                        'the model it holds, or leave teacher.model unset.')
   else:
     if not tc.model:
@@ -137,12 +138,25 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
     model_config = zoo.get(tc.model)
     model_config.num_classes = config.model.num_classes
     model_config.image_size = config.model.image_size
-    params = checkpoint.load_npz(tc.checkpoint, model_config)
+    params = checkpoint.load_npz(path, model_config)
+  _check_teacher_fits(config, model_config, tc.checkpoint)
   rules = config.sharding_rules
   params = jax.device_put(params, sharding.param_shardings(params, mesh, rules))
   logging.info('Teacher %s: %d parameters from %s.', model_config.get('name'),
                models.count_params(params), tc.checkpoint)
   return Teacher(models.build(model_config), model_config, params, tc.image_key)
+
+
+def _check_teacher_fits(config, teacher_config, path) -> None:
+  """Losses on logits compare the teacher's classes with the student's one by one."""
+  if config.loss == 'feature' or config.model.family == 'lit':
+    return
+  theirs, ours = teacher_config.get('num_classes'), config.model.num_classes
+  if theirs != ours:
+    raise ValueError(
+        f'config.teacher.checkpoint={path!r} predicts {theirs} classes but the '
+        f'student has {ours} ({config.dataset}): distil from a teacher trained '
+        f'on the same classes, or fine-tune it on {config.dataset} first.')
 
 
 # ---------------------------------------------------------------- the state
@@ -346,7 +360,13 @@ def _check_finite(pending, last_good_step: int):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> Dict[str, float]:
-  """Trains (resuming from the workdir's latest checkpoint) and evaluates."""
+  """Trains (resuming from the workdir's latest checkpoint) and evaluates.
+
+  Everything knowable from the config is checked before the workdir is
+  locked; the lock is held until the run ends (see workdir.py for what a
+  rerun of an existing workdir does).
+  """
+  workdir_lib.check_writable_path(workdir)
   sharding.initialize_distributed(config)
   config = prepare(config)
   mesh = sharding.make_mesh(config.mesh)
@@ -358,7 +378,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     logging.info('config.model.num_classes=%s -> %d (from %s).',
                  config.model.num_classes, info.num_classes, config.dataset)
     config.model.num_classes = info.num_classes
+  experiment.validate_data(config, info)
+  # Everything above only reads; from here the workdir is this run's (the
+  # lock goes, and a workdir it created and left empty with it, on any exit).
+  with workdir_lib.lock(workdir):
+    return _train(config, workdir, mesh, info)
 
+
+def _train(config, workdir, mesh, info) -> Dict[str, float]:
   module = build_student(config)
   teacher = load_teacher(config, mesh)
   tx, schedule = optim.make_optimizer(config)
@@ -372,6 +399,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   init_fn = make_init_fn(config, module, teacher, tx, loss_tx, example)
   abstract = jax.eval_shape(init_fn, jax.random.key(config.seed))
   state_shardings = sharding.param_shardings(abstract, mesh, config.sharding_rules)
+  workdir_lib.check_identity(workdir, config.model, abstract['params'],
+                             record=False)   # another model: its own message
+  changes = workdir_lib.check_resume(workdir, config)
+
   def fresh_state():
     state = jax.jit(init_fn, out_shardings=state_shardings)(
         jax.random.key(config.seed))
@@ -389,12 +420,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                      config.best_metric)
   restored, _ = workdir_lib.restore_latest(manager, jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-      abstract, state_shardings))
+      abstract, state_shardings),
+      fresh_state=fresh_state if config.resume_with_changes else None)
   if restored is not None:
     state = restored
   elif state is None:   # every checkpoint was unreadable
     state = fresh_state()
   start_step = int(jax.device_get(state['step']))
+  if start_step > config.total_steps:
+    raise ValueError(f'{workdir} is at step {start_step}, past config.total_steps='
+                     f'{config.total_steps}: raise total_steps to train on, or '
+                     'use a new --workdir.')
+  if changes:
+    logging.warning('resume_with_changes: continuing from step %d under %s.',
+                    start_step, ', '.join(f'{k}={new!r} (was {old!r})'
+                                          for k, old, new in changes))
+  workdir_lib.record_config(workdir, config, start_step, replaced=bool(changes))
 
   batch_sharding = data.batch_sharding(mesh)
   teacher_params = teacher.params if teacher else {}
@@ -427,9 +468,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                config.dataset, start_step, config.total_steps)
   window_start, window_steps = time.time(), 0
 
-  with _Preemption() as preemption:
+  with _Preemption() as preemption, _saves_settled(manager):
     for step in range(start_step + 1, config.total_steps + 1):
-      batch = next(train_iter)
+      batch = _next_batch(train_iter, step, last_saved, config)
       state, metrics = step_fn(state, batch, teacher_params)
       pending.append((step, metrics['loss']))
       progress(step)
@@ -449,7 +490,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
         logging.info('Step %d: eval accuracy %.4f over %d examples.', step,
                      eval_metrics['accuracy'], eval_metrics['examples'])
-        save_metrics = {'accuracy': eval_metrics['accuracy']}
+        save_metrics = {k: eval_metrics[k] for k in experiment.BEST_METRICS
+                        if k in eval_metrics}
       if step % config.checkpoint_every == 0 or is_last or preemption.requested:
         _check_finite(pending, last_saved)
         workdir_lib.save(manager, step, state, dict(meta, step=step),
@@ -474,6 +516,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   return result
 
 
+def _next_batch(train_iter, step: int, last_saved: int, config):
+  """The next batch; data that fails to read or decode stops the run cleanly,
+  naming the files (of an image folder) that do not decode."""
+  try:
+    return next(train_iter)
+  except tf.errors.OpError as e:
+    source = data.get_source(config.dataset, config.data_dir)
+    bad = (source.undecodable(config.train_split)
+           if hasattr(source, 'undecodable') else [])
+    files = (f'; files that do not decode: {", ".join(bad[:5])}'
+             f'{" ..." if len(bad) > 5 else ""}' if bad else '')
+    raise ValueError(
+        f'Reading the training data failed at step {step} ('
+        f'{" ".join(e.message.split())[:200]}){files}. Training stopped; the '
+        f'last checkpoint (step {last_saved}) is kept. Remove or replace the '
+        'bad file, then rerun to resume.') from None
+
+
+@contextlib.contextmanager
+def _saves_settled(manager):
+  """An exception or Ctrl-C in the loop first lets the save in flight finish
+  (orbax renames a step into place only once complete), so the newest
+  complete checkpoint is always on disk when the run stops."""
+  try:
+    yield
+  except BaseException:
+    logging.warning('Stopping: waiting for the checkpoint being written.')
+    try:
+      manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('The checkpoint in flight was abandoned (%s); the one '
+                      'before it is kept.', e)
+    raise
+
+
 def _eval_params(state):
   params = state['params']
   if 'masks' in state:
@@ -496,8 +573,10 @@ def _save_final_model(config, workdir, state, eval_metrics, info):
   # Global arrays, possibly split between processes: orbax writes each
   # process's shards, process 0 the JSON files.
   params = _eval_params(state)
-  extra = {'eval': eval_metrics, 'dataset': config.dataset,
-           'steps': config.total_steps}
+  extra = {'eval': eval_metrics, 'steps': config.total_steps}
+  # What it was trained and scored on: export and reports score on this.
+  extra.update({k: config.get(k) for k in ('dataset', 'data_dir', 'train_split',
+                                           'eval_split', 'pp_eval')})
   if 'masks' in state:
     extra['sparsity'] = pruning.sparsity(
         _to_host(state['masks']), params)
@@ -523,11 +602,19 @@ def _require_exists(path: str, key: str) -> None:
         'or a directory written by training (workdir/model); gs:// paths work.')
 
 
+def _model_path(path: str, key: str) -> str:
+  """An .npz file, a saved model directory, or a workdir root (its model/)."""
+  _require_exists(path, key)
+  if tf.io.gfile.isdir(path):
+    return workdir_lib.resolve_model_dir(path, key)
+  return path
+
+
 def _init_from_checkpoint(config, state, state_shardings):
   """Starts the student from a pretrained checkpoint (posemb resized, head reset)."""
-  _require_exists(config.init_from, 'config.init_from')
+  path = _model_path(config.init_from, 'config.init_from')
   params = _to_host(state['params'])  # on every process
-  loaded = checkpoint.load_pretrained(config.init_from, config.model, params,
+  loaded = checkpoint.load_pretrained(path, config.model, params,
                                       into=config.init_into)
   state = dict(state)
   state['params'] = jax.device_put(loaded, state_shardings['params'])

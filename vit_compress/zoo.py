@@ -372,11 +372,26 @@ def format_table(rows) -> str:
 
 
 def main(argv):
-  del argv
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from vit_compress import cli  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sys.exit(cli.report(_main, flags.FLAGS.verbose))
+
+
+def _main():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo_measure  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   selected = f.models or PUBLISHED
+  for name in selected:
+    get(name)   # an unknown name fails here, before any model is traced
+  for flag in ('image_size', 'num_classes'):
+    if f[flag].value < 1:
+      raise ValueError(f'--{flag}={f[flag].value} must be a positive integer.')
+  if f.jobs is not None and f.jobs < 1:
+    raise ValueError(f'--jobs={f.jobs} must be a positive integer.')
   rows = describe_many(selected, f.image_size, f.num_classes, f.jobs)
   if not (f.measure or f.min_img_per_s is not None):
     if f.max_mib is not None:
@@ -411,4 +426,6 @@ if __name__ == '__main__':
   flags.DEFINE_float('min_img_per_s', None, 'Only models at least this fast '
                      '(measured at --batch_size; implies --measure).')
   flags.DEFINE_float('max_mib', None, 'Only models at most this big (float32 MiB).')
-  app.run(main)
+  from vit_compress import cli  # pylint: disable=g-import-not-at-top
+  cli.define_verbose()
+  app.run(main, flags_parser=cli.parse_flags)

@@ -2,6 +2,10 @@ r"""Shrink a structurally pruned model into a smaller dense one (command line).
 
     python -m vit_compress.compress.shrink --model=WORKDIR/model --out=WORKDIR/shrunk
 
+`--model` may also name the workdir itself. An existing `--out` is never
+replaced unless `--overwrite` is given; mistakes print one `error:` line and
+exit 2 with every file as it was.
+
 The trained model that `configs/prune.py` saves has its pruned heads, neurons
 and layers set exactly to zero (the masks are applied before saving, and
 masked updates keep them there). A group whose every weight is zero is
@@ -9,19 +13,27 @@ therefore pruned: the masks are recovered from the zeros, `structure.shrink`
 gathers what is kept, and the result is saved with its own model config
 (per-layer `num_heads` / `mlp_dim`), so it reloads with nothing else.
 """
+import os
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 import numpy as np
+import tensorflow as tf
 
 from vit_compress import checkpoint
+from vit_compress import cli
+from vit_compress import workdir as workdir_lib
 from vit_compress import models
 from vit_compress.compress import structure
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', None, 'A saved model directory (e.g. WORKDIR/model).')
 flags.DEFINE_string('out', None, 'Where to save the shrunk model.')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
+cli.define_verbose()
 
 
 def masks_from_zeros(params):
@@ -30,9 +42,29 @@ def masks_from_zeros(params):
                       params)
 
 
+def check_out(model_dir: str, out_dir: str, overwrite: bool) -> None:
+  """Refuses to write over the input or, without `overwrite`, anything existing."""
+  if not out_dir:
+    raise ValueError('--out is empty: give a new directory, e.g. '
+                     '--out=WORKDIR/shrunk.')
+  if os.path.abspath(out_dir) == os.path.abspath(model_dir):
+    raise ValueError(f'--out={out_dir} is the input model: give a new directory.')
+  if tf.io.gfile.exists(out_dir):
+    if not tf.io.gfile.isdir(out_dir):
+      raise FileExistsError(f'--out={out_dir} is a file: give a directory.')
+    if tf.io.gfile.listdir(out_dir) and not overwrite:
+      raise FileExistsError(
+          f'--out={out_dir} already exists and is not empty (another model?). '
+          'Nothing was written: give a new directory, or add --overwrite to '
+          'replace it.')
+
+
 def shrink_saved_model(model_dir: str, out_dir: str):
   """Loads, shrinks and saves; returns (new_config, params before, params after)."""
   model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
+  if model_config.get('family', 'vit') != 'vit' or 'transformer' not in model_config:
+    raise ValueError(f'{model_dir} holds a {model_config.get("family")!r} model; '
+                     'shrink removes heads, neurons and layers of ViTs.')
   new_params, new_config = structure.shrink(params, masks_from_zeros(params),
                                             model_config)
   before, after = models.count_params(params), models.count_params(new_params)
@@ -47,13 +79,23 @@ def shrink_saved_model(model_dir: str, out_dir: str):
 
 
 def main(argv):
-  del argv
-  new_config, before, after = shrink_saved_model(FLAGS.model, FLAGS.out)
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sys.exit(cli.report(lambda: run(FLAGS.model, FLAGS.out, FLAGS.overwrite),
+                      FLAGS.verbose))
+
+
+def run(model: str, out: str, overwrite: bool = False) -> None:
+  """The command: checks every argument before reading or writing a model."""
+  cli.require(model, 'model', 'WORKDIR/model')
+  cli.require(out, 'out', 'WORKDIR/shrunk')
+  model_dir = workdir_lib.resolve_model_dir(model, '--model')
+  check_out(model_dir, out, overwrite)
+  new_config, before, after = shrink_saved_model(model_dir, out)
   print(f'{before} -> {after} parameters ({after / before:.1%}); '
         f'heads per layer {tuple(new_config.transformer.num_heads)}, '
-        f'MLP widths {tuple(new_config.transformer.mlp_dim)}; saved to {FLAGS.out}')
+        f'MLP widths {tuple(new_config.transformer.mlp_dim)}; saved to {out}')
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['model', 'out'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
