@@ -13,6 +13,7 @@ from vit_compress import models
 from vit_compress import paths
 from vit_compress import zoo
 from vit_compress.models import batch_norm
+from vit_compress.models import mobilevit
 
 FIXTURE = os.path.join(os.path.dirname(__file__), 'data',
                        'timm_mobilevit_xxs_keys.json')
@@ -116,15 +117,13 @@ def test_batchnorm_trains_on_batch_moments_and_evaluates_on_running_stats():
     assert not np.any(grads['running_mean']) and not np.any(grads['running_var'])
 
 
-def test_odd_feature_maps_are_resized_around_the_transformer():
-  # 32 px: the last MobileViT block sees a 1x1 map, resized to the 2x2 patch
-  # and back (bench/mobilevit_timm_logits.py checks the values against timm).
-  config = zoo.mobilevit((8, 8, 16, 16, 16), (1, 1, 1, 1, 1), 2.0,
-                         (0, 0, 16, 16, 16), (1, 1, 1, 1, 1), 32)
-  config.image_size, config.num_classes = 32, 10
-  module = models.build(config)
-  images = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1)
-  logits, variables = jax.jit(module.init_with_output)(jax.random.key(1), images)
-  assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
-  last = variables['params']['stages_4_1']['Transformer']['encoderblock_0']
-  assert last['MultiHeadDotProductAttention_0']['query']['kernel'].shape == (16, 4, 4)
+@pytest.mark.parametrize('shape,size', [((2, 7, 7, 3), (8, 8)),
+                                        ((2, 8, 8, 3), (7, 7)),
+                                        ((1, 1, 3, 2), (2, 4))])
+def test_resize_is_bilinear_half_pixel(shape, size):
+  # Feature maps the patch does not tile are resized around the transformer
+  # (at 32 px the last stage's 1x1 map: tests/test_mobilevit_digits.py).
+  x = jax.random.normal(jax.random.key(0), shape)
+  want = jax.image.resize(x, (shape[0],) + size + (shape[3],), 'bilinear',
+                          antialias=False)
+  np.testing.assert_allclose(mobilevit._resize(x, *size), want, atol=1e-5)

@@ -64,8 +64,8 @@ import math
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vit_compress.models import vit
 from vit_compress.models.batch_norm import BatchNorm
@@ -123,10 +123,27 @@ class InvertedResidual(nn.Module):
     return y
 
 
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) weights of PyTorch's bilinear resize, align_corners=False."""
+  src = np.maximum((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0)
+  lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  frac = src - lo
+  m = np.zeros((n_out, n_in), np.float32)
+  np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+  np.add.at(m, (np.arange(n_out), hi), frac)
+  return m
+
+
 def _resize(x, h: int, w: int):
-  # antialias=False: plain bilinear interpolation, as F.interpolate.
-  return jax.image.resize(x, (x.shape[0], h, w, x.shape[3]), 'bilinear',
-                          antialias=False)
+  """Bilinear resize as two 2-D matmuls with constant weights: what
+  F.interpolate computes, in ops TFLite converts (jax.image.resize does not)."""
+  b, n_h, n_w, c = x.shape
+  x = jnp.moveaxis(x, 1, 0).reshape(n_h, -1)
+  x = (jnp.asarray(_bilinear_matrix(n_h, h), x.dtype) @ x).reshape(h, b, n_w, c)
+  x = jnp.moveaxis(x, 2, 0).reshape(n_w, -1)
+  x = (jnp.asarray(_bilinear_matrix(n_w, w), x.dtype) @ x).reshape(w, h, b, c)
+  return x.transpose(2, 1, 0, 3)
 
 
 class MobileViTBlock(nn.Module):
