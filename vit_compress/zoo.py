@@ -358,10 +358,10 @@ def describe_many(selected, image_size=None, num_classes=1000, jobs=None):
 
 
 def format_table(rows) -> str:
-  header = f'{"model":<12} {"params":>13} {"tokens":>7} {"GFLOPs":>9} {"MiB (f32)":>10}'
+  header = f'{"model":<14} {"params":>13} {"tokens":>7} {"GFLOPs":>9} {"MiB (f32)":>10}'
   lines = [header, '-' * len(header)]
   for r in rows:
-    lines.append(f'{r["name"]:<12} {r["params"]:>13d} {r["tokens"]:>7d} '
+    lines.append(f'{r["name"]:<14} {r["params"]:>13d} {r["tokens"]:>7d} '
                  f'{r["gflops"]:>9.2f} {r["mib"]:>10.1f}')
   return '\n'.join(lines)
 
