@@ -27,14 +27,14 @@ conv+BN+SiLU from 2c to c (fusion). A feature map not divisible by the patch is
 resized bilinearly (half-pixel, as PyTorch's align_corners=False) and back.
 
 Parameter count (BN has scale and bias: 2 per channel; its running statistics
-are buffers, not counted, as in PyTorch). conv kxk from a to b: k*k*a*b;
-depthwise: k*k*a. Inverted residual a -> b with mid m: a*m + 2m (1x1, BN) +
-9m + 2m (dw, BN) + m*b + 2b (1x1, BN). Transformer layer of width d, MLP 2d:
-2d (LN) + 3(d*d + d) (q, k, v) + d*d + d (out) + 2d (LN) + d*2d + 2d + 2d*d + d
-(MLP) = 8d^2 + 12d... check: 4d^2 + 4d attention + 4d^2 + 3d MLP + 4d LNs
-= 8d^2 + 11d. MobileViT block, width c, transformer d, L layers:
-9c^2 + 2c (conv_kxk) + c*d (conv_1x1) + L(8d^2 + 11d) + 2d (norm)
-+ d*c + 2c (conv_proj) + 9*2c*c + 2c (fusion).
+are buffers, not counted, as in PyTorch). A k x k conv from a to b channels
+has k*k*a*b weights, a depthwise one k*k*a. Inverted residual a -> b with mid
+m: a*m + 2m (1x1, BN) + 9m + 2m (depthwise, BN) + m*b + 2b (1x1, BN).
+Transformer layer of width d (MLP 2d): LayerNorms 2 * 2d, q/k/v/out
+4 * (d*d + d), MLP d*2d + 2d + 2d*d + d; in all 8d^2 + 11d. MobileViT block of
+width c, transformer width d, L layers: 9c^2 + 2c (conv_kxk) + c*d (conv_1x1)
++ L(8d^2 + 11d) + 2d (encoder_norm) + d*c + 2c (conv_proj) + 9*2c*c + 2c
+(conv_fusion).
 
 XXS (stem 16; stages c = 16, 24, 48, 64, 80; depths 1, 3, 1, 1, 1; expansion 2;
 d = 64, 80, 96 with L = 2, 4, 3; features 320):
@@ -53,7 +53,7 @@ d = 64, 80, 96 with L = 2, 4, 3; features 320):
   stage 4  IR 64->80 (m 128)  8192+256 + 1152+256 + 10,240+160     =    20,256
            MobileViT c 80, d 96, L 3:
              57,600+160 + 7,680 + 3*(73,728+1,056) + 192 + 7,680+160
-             + 115,200+160                                         =   423,184
+             + 115,200+160                                         =   413,184
   final_conv 80*320 + 640                                          =    26,240
   head       320*1000 + 1000                                       =   321,000
   total                                                            = 1,272,024
