@@ -30,12 +30,15 @@ setuptools.setup(
         'pillow>=10',
         'importlib_resources>=6',  # TFDS prepares packaged builders with it
         'tensorboard>=2.18,<3',
+        'safetensors>=0.4,<1',  # timm (PyTorch) weights, read with numpy
         'ai-edge-litert>=1.2,<3',  # the TFLite (LiteRT) interpreter  # clu's metric writers (event files)
         'jax2onnx>=0.17,<0.18',    # JAX -> ONNX (its plugin API moves between minors)
         'onnx>=1.17,<2',
         'onnxruntime>=1.20,<2',    # runs and quantizes (dynamic, static QDQ) the ONNX files
     ],
     extras_require={
+        # bench/mobilevit_timm_logits.py only: the package never imports them.
+        'timm': ['torch>=2.1', 'timm>=1.0,<2'],
         'test': [
             'pytest>=8,<10',
             'pytest-xdist>=3.6,<4',

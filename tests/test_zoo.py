@@ -18,6 +18,9 @@ PUBLISHED_PARAMS = {
     'Mixer_B_16': 59_880_472, 'Mixer_B_32': 60_293_428,
     'Mixer_L_16': 208_196_168,
     'LiT_B16B_2': 195_280_897, 'LiT_L16L': 638_443_521,
+    # timm 1.0's mobilevit_xxs/xs/s (DESIGN.md §5, at their 256 px).
+    'MobileViT_XXS': 1_272_024, 'MobileViT_XS': 2_317_848,
+    'MobileViT_S': 5_578_632,
 }
 
 
@@ -35,10 +38,14 @@ def test_cli_table_has_exact_published_parameter_counts():
   assert int(rows['R_Ti_16'][2]) == 50
   assert int(rows['H_14'][2]) == 257
   assert int(rows['Mixer_B_32'][2]) == 49
+  # MobileViT at 256 px: the first transformer sees a 32x32 map in 2x2 patches.
+  assert int(rows['MobileViT_XXS'][2]) == 256
   # GFLOPs from XLA: B/16 costs ~4x B/32 (4x the tokens), more than S/16.
   gflops = {n: float(r[3]) for n, r in rows.items()}
   assert 3.5 < gflops['B_16'] / gflops['B_32'] < 4.5
   assert gflops['S_16'] < gflops['B_16'] < gflops['L_16'] < gflops['H_14']
+  assert gflops['MobileViT_XXS'] < gflops['MobileViT_XS'] < gflops['MobileViT_S']
+  assert gflops['MobileViT_XXS'] < gflops['Ti_16'] / 2
   # float32 MiB = 4 bytes per parameter.
   assert float(rows['B_16'][4]) == pytest.approx(86_567_656 * 4 / 2**20, abs=0.06)
 

@@ -9,6 +9,8 @@ Files we read:
   `params/img/` and `params/txt/`); the ViT's `pos_embedding` sits at the
   tower's top level and has no class-token slot; encoder blocks may be stacked
   into one scanned `encoderblock`.
+- timm `.safetensors` (MobileViT): PyTorch state dicts, renamed and re-laid
+  out by `models.timm_names` (`load_timm`; `load_pretrained` takes them too).
 - our saved models (`save_model`): a directory holding the arrays (orbax, in
   `params/`) and the model config that rebuilds them (`model_config.json`).
 
@@ -37,6 +39,7 @@ import tensorflow as tf
 
 from vit_compress import models
 from vit_compress import paths
+from vit_compress.models import timm_names
 
 PyTree = Any
 Flat = Dict[str, Any]
@@ -151,6 +154,15 @@ def load_npz(path: str, model_config: ml_collections.ConfigDict,
   our models initialise heads by default).
   """
   flat = read_npz(path)
+  return _fit_tree(flat, os.fspath(path), model_config, init_params)
+
+
+def load_timm(path: str, model_config: ml_collections.ConfigDict,
+              init_params: Optional[PyTree] = None) -> PyTree:
+  """Parameters for a MobileViT config from timm's `.safetensors` state dict
+  (`models.timm_names`: read with numpy, no torch); fitted like `load_npz`."""
+  flat = timm_names.to_ours(timm_names.read_safetensors(os.fspath(path)),
+                            int(model_config.num_heads))
   return _fit_tree(flat, os.fspath(path), model_config, init_params)
 
 
@@ -517,6 +529,10 @@ def load_pretrained(path: str, model_config: ml_collections.ConfigDict,
     _, params = load_model(path)
     flat = dict(paths.flatten_with_paths(params))
     source = f'saved model {path}'
+  elif path.endswith('.safetensors'):  # timm (PyTorch) MobileViT weights
+    flat = timm_names.to_ours(timm_names.read_safetensors(path),
+                              int(model_config.num_heads))
+    source = path
   else:
     flat = read_npz(path)
     source = path

@@ -44,6 +44,7 @@ from vit_compress.compress import pruning
 from vit_compress.compress import quantize
 from vit_compress.compress import student_init
 from vit_compress.data import mixup
+from vit_compress.models import batch_norm
 
 PyTree = Any
 
@@ -72,10 +73,13 @@ def model_outputs(module, model_config, params, batch, *, train: bool,
   if rng is not None:
     kwargs['rngs'] = {'dropout': rng}
   inputs = model_inputs(model_config, batch, image_key)
+  # Training collects BatchNorm's new running statistics (models.batch_norm).
+  mutable = [batch_norm.COLLECTION] if train else []
   if capture:
     wanted = set(capture)
     raw, state = module.apply(
-        {'params': params}, **inputs, **kwargs, mutable=['intermediates'],
+        {'params': params}, **inputs, **kwargs,
+        mutable=['intermediates'] + mutable,
         capture_intermediates=lambda m, _: '/'.join(m.scope.path) in wanted)
     intermediates = {}
     for name in capture:
@@ -84,8 +88,12 @@ def model_outputs(module, model_config, params, batch, *, train: bool,
         node = node[part]
       value = node['__call__'][0]
       intermediates[name] = value[0] if isinstance(value, tuple) else value
+  elif mutable:
+    (raw, state), intermediates = module.apply(
+        {'params': params}, **inputs, **kwargs, mutable=mutable), None
   else:
-    raw, intermediates = module.apply({'params': params}, **inputs, **kwargs), None
+    raw, state, intermediates = module.apply(
+        {'params': params}, **inputs, **kwargs), {}, None
   if isinstance(raw, dict):
     out = dict(raw)
   elif isinstance(raw, tuple):
@@ -94,6 +102,8 @@ def model_outputs(module, model_config, params, batch, *, train: bool,
     out = {'logits': raw}
   if intermediates is not None:
     out['intermediates'] = intermediates
+  if state.get(batch_norm.COLLECTION):
+    out[batch_norm.COLLECTION] = state[batch_norm.COLLECTION]
   return out
 
 
@@ -227,8 +237,9 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
                                   batch, train=False, capture=teacher_capture,
                                   image_key=teacher.image_key)
       teacher_out = jax.lax.stop_gradient(teacher_out)
-    return losses.compute(config, student, batch, teacher=teacher_out,
-                          loss_params=loss_params)
+    loss, metrics = losses.compute(config, student, batch, teacher=teacher_out,
+                                   loss_params=loss_params)
+    return loss, (metrics, student.get(batch_norm.COLLECTION, {}))
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -246,7 +257,8 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
     trainable = (params, state.get('loss_params', {}))
 
     if accum == 1:
-      (loss, metrics), grads = grad_fn(trainable, batch, rng, teacher_params)
+      (loss, (metrics, stats)), grads = grad_fn(trainable, batch, rng,
+                                                teacher_params)
     else:
       # Equal micro-batches: the mean of their mean gradients is the big
       # batch's mean gradient, so the update equals one step on all of it.
@@ -263,7 +275,8 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
                              rng, teacher_params)
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
       total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
-      (loss, metrics), grads = jax.tree.map(lambda x: x / accum, total)
+      # (BatchNorm's running statistics: the mean of the micro-batches' EMAs.)
+      (loss, (metrics, stats)), grads = jax.tree.map(lambda x: x / accum, total)
 
     grads, loss_grads = grads
     new_state = dict(state)
@@ -271,6 +284,9 @@ def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
     if pruned:  # zero updates for pruned weights: they stay exactly zero
       updates = pruning.mask_updates(updates, masks)
     new_params = optax.apply_updates(params, updates)
+    # Running statistics are not trained: their EMA replaces whatever the
+    # optimiser did to them (their gradient is zero).
+    new_params = batch_norm.replace_running_stats(new_params, stats)
     if 'loss_params' in state:
       loss_updates, new_state['loss_opt_state'] = loss_tx.update(
           loss_grads, state['loss_opt_state'], state['loss_params'])

@@ -4,13 +4,14 @@
 turns into a Flax module. vit_jax spellings (`ViT-B_16`, `R50+ViT-B_16`,
 `R+ViT-Ti_16`, `Mixer-B_16`, `LiT-B16B_2`) are accepted too.
 
-    python -m vit_compress.zoo [--image_size=224] [--num_classes=1000]
+    python -m vit_compress.zoo [--image_size=224] [--num_classes=1000] [--models=...]
 
 prints the model-selection table (parameters, tokens, GFLOPs, float32 MiB)
 without allocating any weights; `--measure` adds img/s measured on this
 device beside the published AugReg numbers, and `--min_img_per_s` /
 `--max_mib` keep the models that fit (vit_compress.zoo_measure).
 """
+import math
 import re
 from typing import Callable, Dict, Optional, Sequence
 
@@ -23,7 +24,8 @@ _ZOO: Dict[str, Callable[[], ml_collections.ConfigDict]] = {}
 PUBLISHED = ('Ti_16', 'S_16', 'S_32', 'B_16', 'B_32', 'B_8', 'L_16', 'L_32',
              'H_14', 'R_Ti_16', 'R26_S_32', 'R26_B_32', 'R50_B_16', 'R50_L_32',
              'Mixer_B_16', 'Mixer_B_32', 'Mixer_L_16', 'LiT_B16B_2', 'LiT_L16L',
-             'LiT_L16S', 'LiT_L16Ti')
+             'LiT_L16S', 'LiT_L16Ti', 'MobileViT_XXS', 'MobileViT_XS',
+             'MobileViT_S')
 
 
 def _register(name: str):
@@ -306,8 +308,49 @@ def get_testing_unpooled_config():
                    'logits per token) has no counterpart here; the classifiers '
                    "are 'token' and 'gap' (get_testing_config()).")
 
+# ---------------------------------------------------------------- MobileViT
+def mobilevit(widths, depths, expansion, transformer_dims, transformer_depths,
+              num_features) -> ml_collections.ConfigDict:
+  """A MobileViT config in timm's layout (`models/mobilevit.py`): stage s has
+  depths[s] inverted residuals, then a MobileViT block if transformer_dims[s]."""
+  n = len(widths)
+  return ml_collections.ConfigDict({
+      'name': '',
+      'family': 'mobilevit',
+      'image_size': 256,
+      'num_classes': 1000,
+      'stem_width': 16,
+      'widths': tuple(widths),
+      'depths': tuple(depths),
+      'strides': (1,) + (2,) * (n - 1),
+      'expansion': (float(expansion),) * n if not isinstance(expansion, tuple)
+                   else expansion,
+      'transformer_dims': tuple(transformer_dims),
+      'transformer_depths': tuple(transformer_depths),
+      'num_features': num_features,
+      'patch_size': 2,
+      'num_heads': 4,
+      'mlp_ratio': 2.0,
+      'dtype': 'float32',
+      'param_dtype': 'float32',
+  })
+
+
+_MOBILEVIT_DEPTHS = ((1, 3, 1, 1, 1), (0, 0, 2, 4, 3))  # IR blocks, transformer layers
+_register('MobileViT_XXS')(lambda: mobilevit(
+    (16, 24, 48, 64, 80), _MOBILEVIT_DEPTHS[0], 2.0, (0, 0, 64, 80, 96),
+    _MOBILEVIT_DEPTHS[1], 320))
+_register('MobileViT_XS')(lambda: mobilevit(
+    (32, 48, 64, 80, 96), _MOBILEVIT_DEPTHS[0], 4.0, (0, 0, 96, 120, 144),
+    _MOBILEVIT_DEPTHS[1], 384))
+_register('MobileViT_S')(lambda: mobilevit(
+    (32, 64, 96, 128, 160), _MOBILEVIT_DEPTHS[0], 4.0, (0, 0, 144, 192, 240),
+    _MOBILEVIT_DEPTHS[1], 640))
+
+
 # ---------------------------------------------------------------- the table
-def describe(name: str, image_size: int = 224, num_classes: int = 1000) -> dict:
+def describe(name: str, image_size: Optional[int] = None,
+             num_classes: int = 1000) -> dict:
   """Parameters, tokens, GFLOPs and float32 MiB of a zoo model, without weights.
 
   Shapes come from `jax.eval_shape`; FLOPs from XLA's cost analysis of the
@@ -317,7 +360,7 @@ def describe(name: str, image_size: int = 224, num_classes: int = 1000) -> dict:
   from vit_compress import models  # pylint: disable=g-import-not-at-top
 
   config = get(name)
-  config.image_size = image_size
+  config.image_size = image_size = image_size or config.image_size
   if config.family == 'lit':
     config.image.image_size = image_size
   else:
@@ -343,10 +386,14 @@ def _num_tokens(config, shapes) -> int:
     shapes = shapes['img']
   if config.family == 'mixer':
     return (config.image_size // config.patches.size[0]) ** 2
+  if config.family == 'mobilevit':  # the first transformer's sequence length
+    s = next(i for i, d in enumerate(config.transformer_dims) if d)
+    stride = 2 * math.prod(config.strides[:s + 1]) * config.patch_size
+    return math.ceil(config.image_size / stride) ** 2
   return shapes['Transformer']['posembed_input']['pos_embedding'].shape[1]
 
 
-def describe_many(selected, image_size=224, num_classes=1000, jobs=None):
+def describe_many(selected, image_size=None, num_classes=1000, jobs=None):
   """`describe` for several models, traced in parallel processes (tracing is
   single-threaded Python, so one process per core roughly divides the time)."""
   import concurrent.futures  # pylint: disable=g-import-not-at-top
@@ -363,10 +410,10 @@ def describe_many(selected, image_size=224, num_classes=1000, jobs=None):
 
 
 def format_table(rows) -> str:
-  header = f'{"model":<12} {"params":>13} {"tokens":>7} {"GFLOPs":>9} {"MiB (f32)":>10}'
+  header = f'{"model":<14} {"params":>13} {"tokens":>7} {"GFLOPs":>9} {"MiB (f32)":>10}'
   lines = [header, '-' * len(header)]
   for r in rows:
-    lines.append(f'{r["name"]:<12} {r["params"]:>13d} {r["tokens"]:>7d} '
+    lines.append(f'{r["name"]:<14} {r["params"]:>13d} {r["tokens"]:>7d} '
                  f'{r["gflops"]:>9.2f} {r["mib"]:>10.1f}')
   return '\n'.join(lines)
 
@@ -388,7 +435,7 @@ def _main():
   for name in selected:
     get(name)   # an unknown name fails here, before any model is traced
   for flag in ('image_size', 'num_classes'):
-    if f[flag].value < 1:
+    if f[flag].value is not None and f[flag].value < 1:
       raise ValueError(f'--{flag}={f[flag].value} must be a positive integer.')
   if f.jobs is not None and f.jobs < 1:
     raise ValueError(f'--jobs={f.jobs} must be a positive integer.')
@@ -396,7 +443,8 @@ def _main():
   if not (f.measure or f.min_img_per_s is not None):
     if f.max_mib is not None:
       rows = [r for r in rows if r['mib'] <= f.max_mib]
-    print(f'Model zoo at {f.image_size}px, {f.num_classes} classes '
+    where = f'{f.image_size}px' if f.image_size else "each model's resolution"
+    print(f'Model zoo at {where}, {f.num_classes} classes '
           '(FLOPs: XLA cost analysis, one image; LiT adds one text of max_len tokens)')
     print(format_table(rows))
     return
@@ -414,7 +462,8 @@ def _main():
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  flags.DEFINE_integer('image_size', 224, 'Input resolution in pixels.')
+  flags.DEFINE_integer('image_size', None, 'Input resolution in pixels '
+                       '(default: each model\'s own, 224 for ViTs, 256 for MobileViT).')
   flags.DEFINE_integer('num_classes', 1000, 'Classifier classes (not used by LiT).')
   flags.DEFINE_list('models', None, 'Zoo names to show (default: the published models).')
   flags.DEFINE_integer('jobs', None, 'Processes tracing models in parallel (default: CPU cores).')

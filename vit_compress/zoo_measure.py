@@ -65,15 +65,16 @@ def measure(rows: List[Dict], image_size: int, num_classes: int,
       continue
     began = time.perf_counter()
     config = zoo.get(row['name'])
-    config.image_size = image_size
+    size = image_size or config.image_size   # None: the model's own resolution
+    config.image_size = size
     if config.family == 'lit':
-      config.image.image_size = image_size
+      config.image.image_size = size
     else:
       config.num_classes = num_classes
     try:
       params = models.init(config, jax.random.key(0))
       p = eval_lib.profile(_forward(config), params,
-                           image_shape=(image_size, image_size, 3),
+                           image_shape=(size, size, 3),
                            batch_sizes=batch_sizes, repeats=repeats,
                            min_run_s=min_run_s)
     except (MemoryError, RuntimeError) as e:   # XlaRuntimeError: out of memory
@@ -140,7 +141,8 @@ def machine(device: str) -> str:
 
 
 def legend(image_size: int, device: str, budget_s: float) -> str:
-  return (f'Measured here at {image_size} px on {machine(device)} (img/s: compile '
+  where = f'{image_size} px' if image_size else "each model's resolution"
+  return (f'Measured here at {where} on {machine(device)} (img/s: compile '
           f'excluded, median of timed runs; budget {budget_s:.0f} s). After '
           "'|': published AugReg ImageNet numbers (384 px, top-1 %, checkpoint "
           "MiB, img/s on the authors' accelerator), not measured here.")

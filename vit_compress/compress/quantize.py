@@ -4,6 +4,8 @@ qwix intercepts the `dot_general`s of a Linen model; which ones and how is a
 list of qwix rules built here from `config.quant`:
 
   weight-only int8 / int4   per-channel weight scales, float activations
+  conv_dtype='int8'         convolutions too, W8A8 (qwix's PTQ quantizes a
+                            conv's input with its weight's type)
   W8A8, dynamic             activation scales computed per token at run time
   W8A8, static              activation scales fixed by a calibration pass over
                             `calibration_batches` batches: qwix's absmax, or a
@@ -60,6 +62,7 @@ CALIBRATIONS = ('absmax', 'percentile')
 DEFAULT_EXCLUDE = (r'(^|/)embedding$', r'(^|/)(head|head_dist|pre_logits)$',
                    r'LayerNorm|encoder_norm')
 _QUANTIZED_OPS = ('dot_general',)  # weight layers; not attention's einsums
+_CONV_OPS = ('conv_general_dilated',)  # with config.quant.conv_dtype
 _INT4_PACKED = 'qvalue_int4x2'     # storage key of two int4 values per byte
 
 
@@ -73,6 +76,10 @@ def default_config() -> ml_collections.ConfigDict:
       'calibration': 'absmax',  # 'absmax' | 'percentile' (static scales only)
       'percentile': 99.99,      # of |activation|, for calibration='percentile'
       'calibration_batches': 8,
+      # Convolutions (MobileViT's, hybrid stems'): None keeps them float;
+      # 'int8' quantizes them W8A8 (qwix quantizes a conv's input with the
+      # weight's type, so its activations are int8 even when act_dtype=None).
+      'conv_dtype': None,
       'exclude': list(DEFAULT_EXCLUDE),  # module-path regexes kept in float
       'include': '.*',          # module-path regex of what may be quantized
   })
@@ -85,6 +92,7 @@ def resolve(quant_config: Optional[Any]) -> ml_collections.ConfigDict:
   _check_choice(qc, 'weight_dtype', WEIGHT_DTYPES)
   _check_choice(qc, 'act_dtype', ACT_DTYPES)
   _check_choice(qc, 'calibration', CALIBRATIONS)
+  _check_choice(qc, 'conv_dtype', ACT_DTYPES)
   if qc.act_static and qc.act_dtype is None:
     raise ValueError("config.quant.act_static=True needs act_dtype='int8' "
                      '(static scales are for quantized activations).')
@@ -113,6 +121,12 @@ def rules(quant_config) -> List[qwix.QtRule]:
   # qwix full-matches module paths; '.*(?:p).*' gives re.search semantics.
   search = lambda pattern: f'.*(?:{pattern}).*'
   out = [qwix.QtRule(module_path=search(p)) for p in qc.exclude]
+  if qc.conv_dtype:
+    static = bool(qc.act_static)
+    out.append(qwix.QtRule(
+        module_path=search(qc.include), op_names=_CONV_OPS,
+        weight_qtype=qc.conv_dtype, act_qtype=qc.conv_dtype,
+        act_static_scale=static))
   out.append(qwix.QtRule(
       module_path=search(qc.include), op_names=_QUANTIZED_OPS,
       weight_qtype=qc.weight_dtype, act_qtype=qc.act_dtype,
@@ -249,8 +263,10 @@ def _abstract_params(model_config, quant_config) -> PyTree:
   inputs = models.example_inputs(model_config, 1)
   shapes = jax.eval_shape(model.init, jax.random.key(0), **inputs)['params']
   qc = resolve(quant_config)
-  # The quantizing rule is the one with op_names; the others are exclusions.
-  if any(rule.op_names for rule in provider.get_unused_rules()):
+  # Quantizing rules are those with op_names; the others are exclusions. One
+  # of them must match (a ViT's only conv, the patch embedding, stays float).
+  quantizing = lambda rs: sum(bool(rule.op_names) for rule in rs)
+  if quantizing(provider.get_unused_rules()) == quantizing(rules(quant_config)):
     kernels = [p.rsplit('/', 1)[0] for p in paths.path_names(shapes)
                if p.endswith('/kernel')]
     raise ValueError(

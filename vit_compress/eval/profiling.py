@@ -16,6 +16,7 @@
 """
 import math
 import os
+import re
 import statistics
 import time
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
@@ -25,13 +26,10 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from vit_compress import paths
+from vit_compress.models import batch_norm
+
 PyTree = Any
-
-
-def _logical_leaves(params: PyTree):
-  """Leaves as the model sees them: a quantized weight (qwix) is one leaf."""
-  return jax.tree.leaves(params, is_leaf=lambda x: hasattr(x, 'shape')
-                         and not isinstance(x, Mapping))
 
 
 def _values(leaf):
@@ -43,9 +41,15 @@ def _values(leaf):
 
 
 def count_params(params: PyTree) -> Tuple[int, int]:
-  """(parameters, non-zero parameters)."""
+  """(parameters, non-zero parameters); BatchNorm running statistics are
+  buffers, not parameters (as `models.count_params`)."""
+  stats = re.compile(batch_norm.RUNNING_STATS)
+  # Leaves as the model sees them: a quantized weight (qwix) is one leaf.
+  is_leaf = lambda x: hasattr(x, 'shape') and not isinstance(x, Mapping)
   total = nonzero = 0
-  for leaf in _logical_leaves(params):
+  for key, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_leaf)[0]:
+    if stats.search(paths.path_str(key)):
+      continue
     size = math.prod(leaf.shape)
     values = _values(leaf)
     total += size

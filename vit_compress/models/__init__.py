@@ -1,9 +1,10 @@
 """Models built from a model config by name: `build(zoo.get('Ti_16'))`.
 
-`config.family` picks the builder ('vit', 'mixer', 'lit'); the builders read
+`config.family` picks the builder ('vit', 'mixer', 'lit', 'mobilevit'); the builders read
 only the model config, so a saved model (pruned, shrunk, quantized) rebuilds
 from the config stored beside its weights.
 """
+import re
 from typing import Any, Dict, Optional
 
 import flax.linen as nn
@@ -11,8 +12,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vit_compress import paths
+from vit_compress.models import batch_norm
 from vit_compress.models import lit as lit_lib
 from vit_compress.models import mixer as mixer_lib
+from vit_compress.models import mobilevit as mobilevit_lib
 from vit_compress.models import text as text_lib
 from vit_compress.models import vit as vit_lib
 from vit_compress.registry import Registry
@@ -81,6 +85,19 @@ def _build_mixer(config, name: Optional[str] = None):
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')), name=name)
 
 
+@MODELS.register('mobilevit')
+def _build_mobilevit(config, name: Optional[str] = None):
+  tuples = ('widths', 'depths', 'strides', 'expansion', 'transformer_dims',
+            'transformer_depths')
+  return mobilevit_lib.MobileViT(
+      num_classes=config.num_classes, stem_width=config.stem_width,
+      num_features=config.num_features, patch_size=config.patch_size,
+      num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+      dtype=jnp.dtype(config.get('dtype', 'float32')),
+      param_dtype=jnp.dtype(config.get('param_dtype', 'float32')), name=name,
+      **{k: tuple(config[k]) for k in tuples})
+
+
 _TEXT_MODELS = {'bert': text_lib.Bert, 'text_transformer': text_lib.TextTransformer}
 
 
@@ -126,4 +143,8 @@ def param_shapes(config: ml_collections.ConfigDict,
 
 
 def count_params(params) -> int:
-  return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+  """Trainable parameters: BatchNorm running statistics are left out (they
+  are buffers in PyTorch, and counts here equal the published ones)."""
+  stats = re.compile(batch_norm.RUNNING_STATS)
+  return sum(int(x.size) for p, x in paths.flatten_with_paths(params)
+             if not stats.search(p))

@@ -130,6 +130,7 @@ class MlpBlock(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   ranks: Tuple[int, int] = (0, 0)
+  activation: str = 'gelu'  # a jax.nn function name (MobileViT: 'silu')
 
   @nn.compact
   def __call__(self, x, *, deterministic: bool):
@@ -146,7 +147,7 @@ class MlpBlock(nn.Module):
                       name=f'Dense_{i}')
 
     x = dense(0, self.mlp_dim)(x)
-    x = nn.gelu(x)
+    x = getattr(jax.nn, self.activation)(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     x = dense(1, out_dim)(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
@@ -225,10 +226,13 @@ class Encoder1DBlock(nn.Module):
   param_dtype: Dtype = jnp.float32
   mlp_ranks: Tuple[int, int] = (0, 0)  # low-rank MLP kernels (0: full rank)
   attn_ranks: Tuple[int, int, int, int] = (0, 0, 0, 0)  # low-rank q, k, v, out
+  activation: str = 'gelu'
+  norm_epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x, size, deterministic: bool, mask=None):
-    norm = lambda: nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = lambda: nn.LayerNorm(self.norm_epsilon, dtype=self.dtype,
+                                param_dtype=self.param_dtype)
     y = norm()(x)
     y, keys = MultiHeadDotProductAttention(
         num_heads=self.num_heads, head_dim=self.head_dim,
@@ -242,7 +246,8 @@ class Encoder1DBlock(nn.Module):
                                   self.num_prefix_tokens)
     y = norm()(x)
     y = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype,
-                 self.param_dtype, ranks=self.mlp_ranks)(
+                 self.param_dtype, ranks=self.mlp_ranks,
+                 activation=self.activation)(
                      y, deterministic=deterministic)
     return x + self._drop_path(y, deterministic), size
 
@@ -279,6 +284,8 @@ class Encoder(nn.Module):
   mlp_ranks: Optional[Tuple[Tuple[int, int], ...]] = None  # per layer
   attn_ranks: Optional[Tuple[Tuple[int, int, int, int], ...]] = None  # per layer
   add_position_embedding: bool = True
+  activation: str = 'gelu'    # MLP activation (MobileViT: 'silu')
+  norm_epsilon: float = 1e-6  # LayerNorm epsilon (timm/PyTorch: 1e-5)
   remat: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -304,10 +311,11 @@ class Encoder(nn.Module):
           tome_r=tome_r[i], num_prefix_tokens=self.num_prefix_tokens,
           mlp_ranks=self.mlp_ranks[i] if self.mlp_ranks else (0, 0),
           attn_ranks=self.attn_ranks[i] if self.attn_ranks else (0, 0, 0, 0),
+          activation=self.activation, norm_epsilon=self.norm_epsilon,
           dtype=self.dtype, param_dtype=self.param_dtype,
           name=f'encoderblock_{i}')(x, size, not train, mask)
-    return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                        name='encoder_norm')(x)
+    return nn.LayerNorm(self.norm_epsilon, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name='encoder_norm')(x)
 
 
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0):
