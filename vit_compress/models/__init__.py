@@ -6,6 +6,8 @@ from the config stored beside its weights.
 """
 from typing import Any, Dict, Optional
 
+from absl import logging
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -63,9 +65,21 @@ def _build_vit(config, name: Optional[str] = None):
       tome_r=tome_r if isinstance(tome_r, int) else tuple(tome_r),
       mlp_ranks=mlp_ranks,
       remat=config.get('remat', False),
+      scan=_scan(config, num_heads, mlp_dims, tome_r, mlp_ranks),
       dtype=jnp.dtype(config.get('dtype', 'float32')),
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')),
       name=name)
+
+
+def _scan(config, num_heads, mlp_dims, tome_r, mlp_ranks) -> bool:
+  """`config.scan`, unless the layers differ (then unrolled, and logged)."""
+  if not config.get('scan', False):
+    return False
+  reason = vit_lib.scan_blocker(num_heads, mlp_dims, tome_r, mlp_ranks)
+  if reason:
+    logging.info('model.scan=True but %s: the encoder runs unrolled.', reason)
+    return False
+  return True
 
 
 @MODELS.register('mixer')
