@@ -29,9 +29,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)
+import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 _CPU_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16',
               'amx_tile', 'amx_bf16')
 
@@ -51,16 +52,6 @@ def cpu_line() -> str:
     pass
   have = [f for f in _CPU_FLAGS if f in flags]
   return f"{model}, {os.cpu_count()} cores, flags: {' '.join(have) or 'n/a'}"
-
-
-def _median_call_seconds(fn, min_seconds: float, min_iters: int) -> float:
-  """Median seconds of one call over a round of at least `min_seconds`."""
-  times, start = [], time.perf_counter()
-  while len(times) < min_iters or time.perf_counter() - start < min_seconds:
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 # ------------------------------------------------------------------- torch half
@@ -100,7 +91,7 @@ def _torch_worker(threads: int):
     if key not in fns:
       fns[key] = make(*key)
       fns[key]()  # warm-up
-    seconds = _median_call_seconds(fns[key], req['min_seconds'], req['min_iters'])
+    seconds = timing.median_call_seconds(fns[key], req['min_seconds'], req['min_iters'])
     print(json.dumps({'seconds': seconds}), flush=True)
 
 
@@ -138,7 +129,7 @@ class JaxWork:
 
   def __init__(self, batch: int, model: str):
     import jax  # pylint: disable=g-import-not-at-top
-    sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
+    sys.path.insert(0, os.path.dirname(_HERE))
     import train_step  # pylint: disable=g-import-not-at-top
     from configs import augreg  # pylint: disable=g-import-not-at-top
     from vit_compress import train  # pylint: disable=g-import-not-at-top
@@ -196,7 +187,7 @@ def main():
     times = {(w, f): [] for w in works for f in ('jax', 'torch')}
     for _ in range(args.rounds):
       for w in works:
-        times[(w, 'jax')].append(_median_call_seconds(
+        times[(w, 'jax')].append(timing.median_call_seconds(
             getattr(ours, w), args.min_seconds, args.min_iters))
         times[(w, 'torch')].append(torch_proc.seconds(
             w, batch, args.min_seconds, args.min_iters))
