@@ -35,26 +35,33 @@ _OP = re.compile(r'=\s*[^=]*?\s([a-z][a-z0-9\-_]*)\(')
 
 
 def hlo_ops(hlo_text: str):
-  """{instruction or computation name: set of opcodes it runs (fusions: their bodies)}."""
-  bodies, current, calls = {}, None, {}
+  """{instruction name: opcodes it runs}; a fusion's include its (nested) bodies'."""
+  bodies, subcalls, current, calls = {}, {}, None, {}
   for line in hlo_text.splitlines():
     head = re.match(r'^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$', line)
     if head and '=' not in line.split('{')[0]:
       current = head[1]
-      bodies[current] = set()
+      bodies[current], subcalls[current] = set(), set()
       continue
     inst = re.match(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=', line)
     if inst and current is not None:
       m = _OP.search(line)
       op = m[1] if m else '?'
-      bodies[current].add(op)
       called = re.findall(r'(?:calls|body|to_apply)=%?([\w.\-]+)', line)
+      bodies[current].add(op)
+      subcalls[current].update(called)
       calls[inst[1]] = (op, called)
-  ops = {}
-  for name, (op, called) in calls.items():
-    inner = set().union(*(bodies.get(c, set()) for c in called)) if called else set()
-    ops[name] = {op} | inner
-  return ops
+
+  def inner(computation, seen):
+    if computation in seen:
+      return set()
+    seen.add(computation)
+    out = set(bodies.get(computation, ()))
+    for c in subcalls.get(computation, ()):
+      out |= inner(c, seen)
+    return out
+  return {name: {op}.union(*(inner(c, set()) for c in called))
+          for name, (op, called) in calls.items()}
 
 
 def category(name: str, ops) -> str:
@@ -62,7 +69,7 @@ def category(name: str, ops) -> str:
     return 'runtime'
   if 'dot' in ops and 'exponential' in ops:
     return 'attention matmul fused with softmax'
-  if 'dot' in ops or 'convolution' in ops or name.startswith(('ynn', 'xnn', 'onednn')):
+  if 'dot' in ops or 'convolution' in ops:
     return 'matmul / conv (dot, convolution)'
   if 'exponential' in ops and 'reduce' in ops:
     return 'softmax (exp + reduce)'
