@@ -46,5 +46,10 @@ setuptools.setup(
             'nbformat>=5.10,<6',
             'ipykernel>=6.29,<8',
         ],
+        # bench/vs_pytorch.py's baseline only; never imported by the package.
+        'bench': [
+            'torch>=2.4,<3',
+            'timm>=1.0,<2',
+        ],
     },
 )

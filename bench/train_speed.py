@@ -22,7 +22,6 @@ Peak: a jitted N x N matmul (2 N^3 FLOPs) in float32 and bfloat16, timed in
 the same run on the same device. MFU = model FLOP/s / peak of the compute
 dtype; "XLA util." uses the step's FLOPs instead.
 """
-import copy
 import os
 import statistics
 import time
@@ -35,9 +34,7 @@ from ml_collections import config_flags
 import numpy as np
 
 import machine
-from vit_compress import data
-from vit_compress import optim
-from vit_compress import sharding
+import train_step
 from vit_compress import train
 from vit_compress.eval import profiling
 
@@ -77,36 +74,9 @@ def peak_flops(dtype, n: int, runs: int = 5) -> float:
 
 def measure(depth, image_size: int):
   """One row: tokens, seconds per step, model and step FLOPs per image."""
-  config = train.prepare(copy.deepcopy(flags.FLAGS.config))
-  config.init_from = None
-  config.batch_size = _BATCH.value
-  m = config.model
-  m.image_size, m.dtype = image_size, _DTYPE.value
-  if depth is not None:
-    m.transformer.num_layers = depth
-  mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch_size(config.batch_size, mesh)
-
-  rng = np.random.default_rng(0)
-  b = config.batch_size
-  label = rng.integers(0, m.num_classes, b).astype(np.int32)
-  batch = {'image': rng.standard_normal((b, image_size, image_size, 3), np.float32),
-           'label': label, 'labels': np.eye(m.num_classes, dtype=np.float32)[label],
-           'mask': np.ones(b, np.float32)}
-  batch = jax.device_put(batch, data.batch_sharding(mesh))
-
-  module = train.build_student(config)
-  tx, schedule = optim.make_optimizer(config)
-  example = jax.tree.map(lambda x: jnp.zeros((1,) + x.shape[1:], x.dtype), batch)
-  init_fn = train.make_init_fn(config, module, None, tx, tx, example)
-  key = jax.random.key(config.seed)
-  shardings = sharding.param_shardings(jax.eval_shape(init_fn, key), mesh,
-                                       config.sharding_rules)
-  state = jax.jit(init_fn, out_shardings=shardings)(key)
-  step = jax.jit(train.make_train_step(config, module, None, tx, tx, schedule),
-                 in_shardings=(shardings, data.batch_sharding(mesh), {}),
-                 out_shardings=(shardings, sharding.replicated(mesh)),
-                 donate_argnums=(0,))
+  step, state, batch, module, m = train_step.build(
+      flags.FLAGS.config, _BATCH.value, image_size, _DTYPE.value, depth)
+  b = _BATCH.value
   compiled = step.lower(state, batch, {}).compile()
   forward = jax.jit(lambda p, x: train.model_outputs(
       module, m, p, x, train=True, rng=jax.random.key(1))['logits'])

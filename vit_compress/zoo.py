@@ -100,6 +100,7 @@ def vit(patch: int, hidden: int, mlp: int, heads: int, layers: int,
       'dtype': 'float32',       # computation dtype (e.g. bfloat16)
       'param_dtype': 'float32',
       'remat': False,           # rematerialise each block to save memory
+      'scan': False,            # lax.scan over identical blocks (CPU: slower compile, bench/README.md)
   }, )
 
 

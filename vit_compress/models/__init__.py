@@ -7,6 +7,8 @@ from the config stored beside its weights.
 import re
 from typing import Any, Dict, Optional
 
+from absl import logging
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -43,6 +45,7 @@ def _build_vit(config, name: Optional[str] = None):
     head_dim = config.hidden_size // num_heads[0]
   mlp_dims = vit_lib.per_layer(t.mlp_dim, layers, 'mlp_dim')
   mlp_ranks = vit_lib.mlp_ranks(t.get('lowrank'), layers)
+  attn_ranks = vit_lib.attention_ranks(t.get('lowrank'), layers)
   vit_lib.check_mlp_ranks(mlp_ranks, config.hidden_size, mlp_dims)
   resnet = None
   if config.get('resnet') is not None:
@@ -66,12 +69,24 @@ def _build_vit(config, name: Optional[str] = None):
       head_zeroinit=config.get('head_zeroinit', True),
       tome_r=tome_r if isinstance(tome_r, int) else tuple(tome_r),
       mlp_ranks=mlp_ranks,
-      attn_ranks=vit_lib.attention_ranks(t.get('lowrank'), layers),
+      attn_ranks=attn_ranks,
       remat=config.get('remat', False),
       posemb=config.get('posemb', 'learn'),
+      scan=_scan(config, num_heads, mlp_dims, tome_r, mlp_ranks, attn_ranks),
       dtype=jnp.dtype(config.get('dtype', 'float32')),
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')),
       name=name)
+
+
+def _scan(config, num_heads, mlp_dims, tome_r, mlp_ranks, attn_ranks) -> bool:
+  """`config.scan`, unless the layers differ (then unrolled, and logged)."""
+  if not config.get('scan', False):
+    return False
+  reason = vit_lib.scan_blocker(num_heads, mlp_dims, tome_r, mlp_ranks, attn_ranks)
+  if reason:
+    logging.info('model.scan=True but %s: the encoder runs unrolled.', reason)
+    return False
+  return True
 
 
 @MODELS.register('mixer')

@@ -9,8 +9,13 @@ LayerNorm_1, MlpBlock_0/{Dense_0, Dense_1}}`, `Transformer/encoder_norm`,
 Beyond vit_jax: each layer may have its own number of heads and MLP width
 (pruned models), the head width is a separate field (so removing heads keeps
 the others intact), optional DeiT distillation token, token merging (ToMe),
-bfloat16 computation, rematerialisation, and attention through
-`jax.nn.dot_product_attention`.
+bfloat16 computation, rematerialisation, attention through
+`jax.nn.dot_product_attention`, and a scanned encoder (`scan=True`): one
+`jax.lax.scan` over the blocks, so XLA compiles one block body instead of
+`num_layers` copies. The scanned encoder reads and writes the same unrolled
+parameter tree (`layer_stack` stacks at the boundary); it needs identical
+layers, so a model with per-layer heads, MLP widths or low-rank ranks (pruned)
+or with token merging runs unrolled (`scan_blocker` says why).
 """
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -18,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_compress.models import layer_stack
 from vit_compress.models import resnet
 from vit_compress.models import tome
 
@@ -82,6 +88,21 @@ def check_mlp_ranks(ranks, hidden_size: int, mlp_dims: Sequence[int]) -> None:
             f'transformer.lowrank.mlp_rank_{which}={rank} in layer {layer} is '
             f'larger than the layer it factorises ({hidden_size}x{mlp_dim}, full '
             f'rank {full}): choose a rank of at most {full}, or 0 for full rank.')
+
+
+def scan_blocker(num_heads, mlp_dim, tome_r=0, mlp_ranks=None,
+                 attn_ranks=None) -> Optional[str]:
+  """Why the encoder cannot be scanned (None when it can): scan needs identical layers."""
+  num_layers = len(num_heads)
+  tome_r = per_layer(tome_r, num_layers, 'tome_r')
+  for name, values in (('num_heads', num_heads), ('mlp_dim', mlp_dim),
+                       ('lowrank', mlp_ranks or ()),
+                       ('lowrank (attention)', attn_ranks or ())):
+    if len(set(values)) > 1:
+      return f'transformer.{name} differs between layers'
+  if any(tome_r):
+    return 'token merging changes the token count from layer to layer'
+  return None
 
 
 class LowRankDense(nn.Module):
@@ -230,7 +251,9 @@ class Encoder1DBlock(nn.Module):
   norm_epsilon: float = 1e-6
 
   @nn.compact
-  def __call__(self, x, size, deterministic: bool, mask=None):
+  def __call__(self, x, size, deterministic: bool, mask=None,
+               drop_path_rate=None):
+    """`drop_path_rate` (a traced scalar, scanned encoder) replaces the field."""
     norm = lambda: nn.LayerNorm(self.norm_epsilon, dtype=self.dtype,
                                 param_dtype=self.param_dtype)
     y = norm()(x)
@@ -240,7 +263,7 @@ class Encoder1DBlock(nn.Module):
         param_dtype=self.param_dtype, ranks=self.attn_ranks)(
             y, deterministic=deterministic, size=size, mask=mask)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    x = x + self._drop_path(y, deterministic)
+    x = x + self._drop_path(y, deterministic, drop_path_rate)
     if self.tome_r > 0:
       x, size = tome.merge_tokens(x, size, keys, self.tome_r,
                                   self.num_prefix_tokens)
@@ -249,13 +272,17 @@ class Encoder1DBlock(nn.Module):
                  self.param_dtype, ranks=self.mlp_ranks,
                  activation=self.activation)(
                      y, deterministic=deterministic)
-    return x + self._drop_path(y, deterministic), size
+    return x + self._drop_path(y, deterministic, drop_path_rate), size
 
-  def _drop_path(self, y, deterministic):
+  def _drop_path(self, y, deterministic, rate=None):
     """Stochastic depth: drops the whole residual branch per example."""
-    if deterministic or self.drop_path_rate == 0:
+    if rate is None:
+      rate = self.drop_path_rate
+      if rate == 0:
+        return y
+    if deterministic:
       return y
-    keep = 1.0 - self.drop_path_rate
+    keep = 1.0 - rate
     shape = (y.shape[0],) + (1,) * (y.ndim - 1)
     mask = jax.random.bernoulli(self.make_rng('dropout'), keep, shape)
     return jnp.where(mask, y / keep, 0).astype(y.dtype)
@@ -287,6 +314,7 @@ class Encoder(nn.Module):
   activation: str = 'gelu'    # MLP activation (MobileViT: 'silu')
   norm_epsilon: float = 1e-6  # LayerNorm epsilon (timm/PyTorch: 1e-5)
   remat: bool = False
+  scan: bool = False  # only with identical layers (see `scan_blocker`)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -300,14 +328,22 @@ class Encoder(nn.Module):
     block_cls = Encoder1DBlock
     if self.remat:  # argnum 0 is the module itself; 3 is `deterministic`
       block_cls = nn.remat(Encoder1DBlock, static_argnums=(3,))
+    # Depth-wise linearly increasing drop rate, as in DeiT / big_vision.
+    rates = [self.stochastic_depth * i / max(num_layers - 1, 1)
+             for i in range(num_layers)]
+    # Init runs unrolled, so scanned and unrolled models start from the same
+    # parameters; `layer_stack` (see VisionTransformer) stacks them for scan.
+    if self.scan and not self.is_initializing():
+      x = self._scanned_blocks(block_cls, x, rates, train, mask)
+      return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
+                          name='encoder_norm')(x)
     size = jnp.ones(x.shape[:2] + (1,), x.dtype) if any(tome_r) else None
     for i in range(num_layers):
       x, size = block_cls(
           mlp_dim=self.mlp_dim[i], num_heads=self.num_heads[i],
           head_dim=self.head_dim, dropout_rate=self.dropout_rate,
           attention_dropout_rate=self.attention_dropout_rate,
-          # Linearly increasing drop rate with depth, as in DeiT / big_vision.
-          drop_path_rate=self.stochastic_depth * i / max(num_layers - 1, 1),
+          drop_path_rate=rates[i],
           tome_r=tome_r[i], num_prefix_tokens=self.num_prefix_tokens,
           mlp_ranks=self.mlp_ranks[i] if self.mlp_ranks else (0, 0),
           attn_ranks=self.attn_ranks[i] if self.attn_ranks else (0, 0, 0, 0),
@@ -353,6 +389,28 @@ class MAPHead(nn.Module):
         y, deterministic=True)
     return x[:, 0]
 
+  def _scanned_blocks(self, block_cls, x, rates, train, mask):
+    """One lax.scan over the stacked blocks; dropout keys split per layer."""
+    num_layers = len(self.num_heads)
+    stochastic = self.stochastic_depth > 0
+    body = nn.scan(block_cls, variable_axes={'params': 0},
+                   split_rngs={'params': True, 'dropout': True},
+                   in_axes=(nn.broadcast, nn.broadcast, nn.broadcast,
+                            0 if stochastic else nn.broadcast),
+                   length=num_layers)
+    x, _ = body(mlp_dim=self.mlp_dim[0], num_heads=self.num_heads[0],
+                head_dim=self.head_dim, dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                num_prefix_tokens=self.num_prefix_tokens,
+                mlp_ranks=self.mlp_ranks[0] if self.mlp_ranks else (0, 0),
+                attn_ranks=self.attn_ranks[0] if self.attn_ranks else (0, 0, 0, 0),
+                activation=self.activation, norm_epsilon=self.norm_epsilon,
+                dtype=self.dtype, param_dtype=self.param_dtype,
+                name=layer_stack.SCANNED)(
+                    x, None, not train, mask,
+                    jnp.asarray(rates, x.dtype) if stochastic else None)
+    return x
+
 
 class VisionTransformer(nn.Module):
   """ViT and R+ViT hybrids; returns logits (or pre-logits when num_classes is None).
@@ -379,6 +437,7 @@ class VisionTransformer(nn.Module):
   attn_ranks: Optional[Tuple[Tuple[int, int, int, int], ...]] = None  # and attention
   remat: bool = False
   posemb: str = 'learn'   # or 'sincos2d' (fixed; big_vision, SigLIP)
+  scan: bool = False  # scanned encoder, when `scan_blocker` finds no obstacle
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -410,12 +469,18 @@ class VisionTransformer(nn.Module):
       x = jnp.concatenate(
           [jnp.tile(p.astype(x.dtype), (n, 1, 1)) for p in prefix] + [x], axis=1)
 
-    x = Encoder(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+    scan = self.scan and scan_blocker(self.num_heads, self.mlp_dim, self.tome_r,
+                                      self.mlp_ranks, self.attn_ranks) is None
+    encoder_cls = Encoder
+    if scan:  # the stored tree stays unrolled; the scan sees it stacked
+      encoder_cls = nn.map_variables(Encoder, 'params', layer_stack.stack,
+                                     layer_stack.unstack, init=True)
+    x = encoder_cls(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                 head_dim=self.head_dim, dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
                 stochastic_depth=self.stochastic_depth, tome_r=self.tome_r,
                 mlp_ranks=self.mlp_ranks, attn_ranks=self.attn_ranks,
-                num_prefix_tokens=len(prefix), remat=self.remat,
+                num_prefix_tokens=len(prefix), remat=self.remat, scan=scan,
                 add_position_embedding=self.posemb == 'learn',
                 dtype=self.dtype, param_dtype=self.param_dtype,
                 name='Transformer')(x, train=train)
