@@ -398,10 +398,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   # Everything above only reads; from here the workdir is this run's (the
   # lock goes, and a workdir it created and left empty with it, on any exit).
   with workdir_lib.lock(workdir):
-    return _train(config, workdir, mesh, info)
+    return _train(config, workdir, mesh, info, init_params)
 
 
-def _train(config, workdir, mesh, info) -> Dict[str, float]:
+def _train(config, workdir, mesh, info, init_params=None) -> Dict[str, float]:
   module = build_student(config)
   teacher = load_teacher(config, mesh)
   tx, schedule = optim.make_optimizer(config)

@@ -335,8 +335,8 @@ class Encoder(nn.Module):
     # parameters; `layer_stack` (see VisionTransformer) stacks them for scan.
     if self.scan and not self.is_initializing():
       x = self._scanned_blocks(block_cls, x, rates, train, mask)
-      return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype,
-                          name='encoder_norm')(x)
+      return nn.LayerNorm(self.norm_epsilon, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name='encoder_norm')(x)
     size = jnp.ones(x.shape[:2] + (1,), x.dtype) if any(tome_r) else None
     for i in range(num_layers):
       x, size = block_cls(
@@ -352,6 +352,28 @@ class Encoder(nn.Module):
           name=f'encoderblock_{i}')(x, size, not train, mask)
     return nn.LayerNorm(self.norm_epsilon, dtype=self.dtype,
                         param_dtype=self.param_dtype, name='encoder_norm')(x)
+
+  def _scanned_blocks(self, block_cls, x, rates, train, mask):
+    """One lax.scan over the stacked blocks; dropout keys split per layer."""
+    num_layers = len(self.num_heads)
+    stochastic = self.stochastic_depth > 0
+    body = nn.scan(block_cls, variable_axes={'params': 0},
+                   split_rngs={'params': True, 'dropout': True},
+                   in_axes=(nn.broadcast, nn.broadcast, nn.broadcast,
+                            0 if stochastic else nn.broadcast),
+                   length=num_layers)
+    x, _ = body(mlp_dim=self.mlp_dim[0], num_heads=self.num_heads[0],
+                head_dim=self.head_dim, dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                num_prefix_tokens=self.num_prefix_tokens,
+                mlp_ranks=self.mlp_ranks[0] if self.mlp_ranks else (0, 0),
+                attn_ranks=self.attn_ranks[0] if self.attn_ranks else (0, 0, 0, 0),
+                activation=self.activation, norm_epsilon=self.norm_epsilon,
+                dtype=self.dtype, param_dtype=self.param_dtype,
+                name=layer_stack.SCANNED)(
+                    x, None, not train, mask,
+                    jnp.asarray(rates, x.dtype) if stochastic else None)
+    return x
 
 
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0):
@@ -388,28 +410,6 @@ class MAPHead(nn.Module):
     x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype)(
         y, deterministic=True)
     return x[:, 0]
-
-  def _scanned_blocks(self, block_cls, x, rates, train, mask):
-    """One lax.scan over the stacked blocks; dropout keys split per layer."""
-    num_layers = len(self.num_heads)
-    stochastic = self.stochastic_depth > 0
-    body = nn.scan(block_cls, variable_axes={'params': 0},
-                   split_rngs={'params': True, 'dropout': True},
-                   in_axes=(nn.broadcast, nn.broadcast, nn.broadcast,
-                            0 if stochastic else nn.broadcast),
-                   length=num_layers)
-    x, _ = body(mlp_dim=self.mlp_dim[0], num_heads=self.num_heads[0],
-                head_dim=self.head_dim, dropout_rate=self.dropout_rate,
-                attention_dropout_rate=self.attention_dropout_rate,
-                num_prefix_tokens=self.num_prefix_tokens,
-                mlp_ranks=self.mlp_ranks[0] if self.mlp_ranks else (0, 0),
-                attn_ranks=self.attn_ranks[0] if self.attn_ranks else (0, 0, 0, 0),
-                activation=self.activation, norm_epsilon=self.norm_epsilon,
-                dtype=self.dtype, param_dtype=self.param_dtype,
-                name=layer_stack.SCANNED)(
-                    x, None, not train, mask,
-                    jnp.asarray(rates, x.dtype) if stochastic else None)
-    return x
 
 
 class VisionTransformer(nn.Module):
