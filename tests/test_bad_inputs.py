@@ -175,7 +175,7 @@ CASES = [
     ('learning rate Inf', {'schedule.base_lr': float('inf')},
      r'config\.schedule\.base_lr=inf is not a finite number'),
     ('negative learning rate', {'schedule.base_lr': -0.1},
-     r'config\.schedule\.base_lr=-0\.1 is out of range.*> 0'),
+     r'config\.schedule\.base_lr=-0\.1 is out of range.*>= 0'),
     ('negative warmup', {'schedule.warmup_steps': -1},
      r'config\.schedule\.warmup_steps=-1 is out of range'),
     ('end lr ratio above 1', {'schedule.end_lr_ratio': 2.0},

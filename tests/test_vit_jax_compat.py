@@ -214,8 +214,7 @@ def test_file_alias_of_a_model_key_compares_with_that_models_default():
 
 @pytest.mark.parametrize('flags,message', [
     (['--config=configs/augreg.py:Q_16-i21k-300ep-lr_0.001'],
-     "error: --config=configs/augreg.py:Q_16-i21k-300ep-lr_0.001: AugReg file "
-     "'Q_16-i21k-300ep-lr_0.001': Unknown AugReg model 'Q_16'."),
+     "error: AugReg file 'Q_16-i21k-300ep-lr_0.001': Unknown AugReg model 'Q_16'."),
     (['--config=configs/augreg.py:Ti_16', '--config.momentum=0.5'],
      "error: --config.momentum: the config has no key 'momentum' there. Did you "
      "mean 'optim.momentum'?"),

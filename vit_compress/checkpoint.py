@@ -444,6 +444,15 @@ def read_model_config(path: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_tuples(_read_json(path)))
 
 
+def recorded_data(model_config) -> dict:
+  """What a trained model records about its data (`inference`: dataset,
+  data_dir, splits, eval pp string, class names), written by training and
+  kept by every transform; {} for a model saved without it."""
+  recorded = model_config.get('inference')
+  return {} if recorded is None else dict(recorded.to_dict()
+                                          if hasattr(recorded, 'to_dict') else recorded)
+
+
 def save_model(directory: str, params: PyTree,
                model_config: ml_collections.ConfigDict,
                extra: Optional[Mapping[str, Any]] = None,

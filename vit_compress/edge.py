@@ -10,7 +10,7 @@ ONNX float, dynamic int8 and static QDQ int8), then
 
   checks each in its own interpreter (LiteRT, ONNX Runtime) against the JAX
   model it came from: top-1 agreement and relative logit error on the eval
-  split of the dataset the model records (`extra.json`'s 'dataset', or
+  split of the dataset the model records (`checkpoint.recorded_data`, or
   `dataset=`), else on random images in [-1, 1] (the manifest says which);
   times each at the input shape: warm-up, then the median of `rounds`
   interleaved rounds (each artifact once per round, so load from other
@@ -185,8 +185,9 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
   directory = _model_dir(os.fspath(model))
   info = {'source': os.fspath(model), 'dataset': None}
   if directory:
-    config, params, extra = checkpoint.load_model(directory, with_extra=True)
-    info.update(source=directory, dataset=(extra or {}).get('dataset'))
+    config, params = checkpoint.load_model(directory)
+    info.update(source=directory,
+                dataset=checkpoint.recorded_data(config).get('dataset'))
     if config.get('quant') is not None:
       params, config = quantize.dequantize(quantize.load_quantized(directory)[1], config)
       info['dequantized'] = True   # int8 weights times scales: exported as float
@@ -203,8 +204,7 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
     else:
       params = checkpoint.load_pretrained(checkpoint_path, config, init)
       info['checkpoint'] = os.fspath(checkpoint_path)
-      extra = _extra_of(checkpoint_path)
-      info['dataset'] = extra.get('dataset')
+      info['dataset'] = _recorded_dataset(checkpoint_path)
   if int(config.image_size) != size:
     raise ValueError(f'{info["source"]} was built for {config.image_size} px images; '
                      f'input_shape asks for {size} px. Export at '
@@ -212,11 +212,13 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
   return config, jax.device_get(params), info
 
 
-def _extra_of(path) -> Dict[str, Any]:
+def _recorded_dataset(path) -> Optional[str]:
   directory = _model_dir(os.fspath(path))
   if not directory:
-    return {}
-  return checkpoint.load_model(directory, with_extra=True)[2] or {}
+    return None
+  model_config = checkpoint.read_model_config(
+      os.path.join(directory, checkpoint.CONFIG_FILE))
+  return checkpoint.recorded_data(model_config).get('dataset')
 
 
 def _data_config(model_config, dataset: str, data_config=None):

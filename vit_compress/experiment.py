@@ -32,7 +32,8 @@ BEST_METRICS = ('accuracy', 'top5')
 # Numbers with a range, {dotted key: (low, high, low_inclusive, what)}; every
 # other number only has to be finite.
 _RANGES = {
-    'schedule.base_lr': (0.0, None, False, 'the peak learning rate'),
+    # lr 0 is allowed: a run that must leave the weights as they are.
+    'schedule.base_lr': (0.0, None, True, 'the peak learning rate'),
     'schedule.warmup_steps': (0, None, True, 'steps of linear warm-up'),
     'schedule.end_lr_ratio': (0.0, 1.0, True, 'the final lr / base_lr'),
     'optim.weight_decay': (0.0, None, True, 'the weight decay'),

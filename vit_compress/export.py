@@ -295,8 +295,8 @@ def run_optimized(model: str, input_shape: Sequence[str], output_path: str,
   return 0
 
 
-# What a saved model's extra.json records about its data, which export scores
-# on unless --config says otherwise.
+# What a saved model records about its data (`checkpoint.recorded_data`), which
+# export scores on unless --config says otherwise.
 RECORDED_DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'eval_split', 'pp_eval')
 
 
@@ -308,14 +308,13 @@ def config_for(model_dir: str, config=None) -> ml_collections.ConfigDict:
   if config is not None:
     return ml_collections.ConfigDict(experiment.complete(config).to_dict())
   config = ml_collections.ConfigDict(experiment.defaults().to_dict())
-  extra_path = os.path.join(model_dir, checkpoint.EXTRA_FILE)
-  if tf.io.gfile.exists(extra_path):
-    with tf.io.gfile.GFile(extra_path) as f:
-      extra = json.load(f)
-    for key in RECORDED_DATA_KEYS:
-      if extra.get(key) is not None:
-        config[key] = extra[key]
-    logging.info('Scoring on %s as recorded in %s.', config.dataset, extra_path)
+  path = os.path.join(model_dir, checkpoint.CONFIG_FILE)
+  recorded = checkpoint.recorded_data(checkpoint.read_model_config(path))
+  for key in RECORDED_DATA_KEYS:
+    if recorded.get(key) is not None:
+      config[key] = recorded[key]
+  if recorded:
+    logging.info('Scoring on %s as recorded in %s.', config.dataset, path)
   return config
 
 

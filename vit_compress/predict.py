@@ -169,7 +169,7 @@ def load(path: str, *, model_name: Optional[str] = None,
   else:
     raise FileNotFoundError(f'{path} is neither a saved model directory '
                             '(model_config.json + params/) nor an .npz file.')
-  recorded = model_config.get('inference') or {}
+  recorded = checkpoint.recorded_data(model_config)
   pp = pp or recorded.get('pp_eval')
   names = tuple(class_names or recorded.get('class_names') or ())
   if (not pp or (not names and model_config.get('family') != 'lit')) and kind == '.npz':

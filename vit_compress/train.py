@@ -576,10 +576,13 @@ def _eval_params(state):
 
 def inference_section(config, info) -> Dict[str, Any]:
   """What using the model needs besides its weights: the eval preprocessing
-  and the label names (predict.py reads them). Kept in the saved model
+  and the label names (predict.py reads them), and the data it was trained
+  and scored on (export and export_optimized score on it). Kept in the saved model
   config, so every artifact made from it (shrunk, quantized, exported npz)
   carries them too."""
   return {'pp_eval': config.pp_eval, 'dataset': config.dataset,
+          'data_dir': config.get('data_dir'), 'train_split': config.train_split,
+          'eval_split': config.get('eval_split'),
           'class_names': tuple(info.class_names or ())}
 
 
@@ -590,9 +593,6 @@ def _save_final_model(config, workdir, state, eval_metrics, info):
   # process's shards, process 0 the JSON files.
   params = _eval_params(state)
   extra = {'eval': eval_metrics, 'steps': config.total_steps}
-  # What it was trained and scored on: export and reports score on this.
-  extra.update({k: config.get(k) for k in ('dataset', 'data_dir', 'train_split',
-                                           'eval_split', 'pp_eval')})
   if 'masks' in state:
     extra['sparsity'] = pruning.sparsity(
         _to_host(state['masks']), params)
