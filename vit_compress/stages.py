@@ -28,13 +28,22 @@ DONE marker. Settings:
   quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
             -> integer weights saved with their config (reloads alone with
             `quantize.load_quantized`); `<stage>/model`.
-  report    variants: [{'name', 'model' (a saved model), 'tome_r'}], scored
-            on the same eval split (config: overrides of the shared data
-            settings): top-1, agreement with the first variant, params, bytes
-            of the one-file compact artifact (`compress.compact`, written to
-            `<stage>/<i>.npz`), FLOPs, img/s measured at `batch_sizes` (median of
-            `repeats` runs, then of `rounds` rounds over all variants) ->
-            report.json, report.md and pareto.png in the recipe's workdir.
+  report    variants: [{'name', 'model' (a saved model), 'tome_r', 'runtime',
+            'num_calibration'}], scored on the same eval split (config:
+            overrides of the shared data settings): top-1, agreement with the
+            first variant, params, bytes of the one-file compact artifact
+            (`compress.compact`, written to `<stage>/<i>.npz`), FLOPs, img/s
+            measured at `batch_sizes` (median of `repeats` runs, then of
+            `rounds` rounds over all variants) -> report.json, report.md and
+            pareto.png in the recipe's workdir. `runtime` (default 'jax')
+            names what a device would run instead: 'tflite' or 'onnx' (the
+            float file), or an int8 file 'tflite_int8', 'tflite_int8_dynamic',
+            'onnx_int8_dynamic', 'onnx_int8_static' (calibrated on
+            `num_calibration` training images). That file is written to
+            `<stage>/<i>_<runtime>[_b<B>]` (TFLite: one per batch size) and
+            scored, timed (in the same rounds) and sized in its own
+            interpreter (`eval.runtimes`); the row's 'runtime' says which.
+            The first variant, the reference, runs in 'jax'.
   export    input: a float saved model; formats: of `export.FORMATS` ->
             model.npz (vit_jax layout) and .tflite files (int8 calibrated on
             `num_calibration` training images) in `<stage>/`.
