@@ -145,24 +145,29 @@ def test_report_of_the_teacher_in_jax_tflite_and_onnx(done, tmp_path):
       {'name': 'teacher tflite', 'model': 'stage:teacher', 'runtime': 'tflite'},
       {'name': 'teacher onnx', 'model': 'stage:teacher', 'runtime': 'onnx'},
       {'name': 'teacher onnx int8', 'model': 'stage:teacher',
-       'runtime': 'onnx_int8_dynamic'}]
+       'runtime': 'onnx_int8_dynamic'},
+      {'name': 'teacher tflite int8', 'model': 'stage:teacher',   # calibrated on
+       'runtime': 'tflite_int8', 'num_calibration': 16}]          # < one batch of 32
   workdir = str(tmp_path / 'runtimes')
   shutil.copytree(os.path.join(finished, 'teacher'), os.path.join(workdir, 'teacher'))
   recipe.run(config, workdir)
   rows = json.load(open(os.path.join(workdir, 'report.json')))
-  assert [r['runtime'] for r in rows] == ['jax', 'tflite', 'onnx', 'onnx_int8_dynamic']
-  jax_row, tfl, onnx, int8 = rows
+  assert [r['runtime'] for r in rows] == ['jax', 'tflite', 'onnx', 'onnx_int8_dynamic',
+                                          'tflite_int8']
+  jax_row, tfl, onnx, int8, tfl_int8 = rows
   assert jax_row['top1'] == next(r for r in _report(finished)
                                  if r['name'] == 'teacher')['top1']
   for row in (tfl, onnx):   # float files: the same predictions as JAX
     assert row['top1'] == jax_row['top1'] and row['agreement'] == 100.0
     assert row['loss'] == pytest.approx(jax_row['loss'], rel=1e-4)
   assert tfl['edge_file'].endswith('_b32.tflite') and onnx['edge_file'].endswith('.onnx')
-  for row in (tfl, onnx, int8):
+  for row in (tfl, onnx, int8, tfl_int8):
     assert row['bytes'] == os.path.getsize(os.path.join(workdir, row['edge_file']))
     assert row['img_per_s'] == row['img_per_s_b32'] > 0 and row['timing_rounds'] == 2
     assert row['params'] == jax_row['params'] and row['flops'] == jax_row['flops']
-  assert int8['bytes'] < 0.6 * onnx['bytes'] and 0 <= int8['agreement'] <= 100
+  for row, float_row in ((int8, onnx), (tfl_int8, tfl)):   # int8 on disk
+    assert row['bytes'] < 0.6 * float_row['bytes'] and 0 <= row['agreement'] <= 100
+    assert row['precision'] == 'int8'
   md = open(os.path.join(workdir, 'report.md')).read()
   assert '| variant | runtime |' in md and '| teacher onnx | onnx |' in md
   assert os.path.getsize(os.path.join(workdir, 'pareto.png')) > 10_000

@@ -66,6 +66,7 @@ class Artifact:
   suffix: str
   # build(apply_fn, params, input_shape, calibration images) -> bytes
   build: Callable[..., bytes]
+  calibrated: bool = False   # its build reads the calibration images
 
 
 ARTIFACTS = Registry('edge artifact')
@@ -86,7 +87,8 @@ def _onnx_float(fn, params, shape, calibration):
 
 
 ARTIFACTS.register('tflite_float')(Artifact('tflite', 'float32', '.tflite', _tflite()))
-ARTIFACTS.register('tflite_int8')(Artifact('tflite', 'int8', '.tflite', _tflite('full')))
+ARTIFACTS.register('tflite_int8')(Artifact('tflite', 'int8', '.tflite', _tflite('full'),
+                                          calibrated=True))
 ARTIFACTS.register('tflite_int8_dynamic')(
     Artifact('tflite', 'int8', '.tflite', _tflite('dynamic')))
 ARTIFACTS.register('onnx_float')(Artifact('onnx', 'float32', '.onnx', _onnx_float))
@@ -95,7 +97,7 @@ ARTIFACTS.register('onnx_int8_dynamic')(Artifact(
     'onnx', 'int8', '.onnx', lambda float_blob, calibration: onnx_export.quantize_dynamic(float_blob)))
 ARTIFACTS.register('onnx_int8_static')(Artifact(
     'onnx', 'int8', '.onnx', lambda float_blob, calibration: onnx_export.quantize_static(
-        float_blob, calibration, num_calibration=len(calibration[0]))))
+        float_blob, calibration, num_calibration=len(calibration[0])), calibrated=True))
 
 
 # ------------------------------------------------------------ the inputs

@@ -398,6 +398,7 @@ def _check_report(settings, base, where: str) -> None:
 
 
 def _report(ctx: Context) -> Dict[str, Any]:
+  import jax  # pylint: disable=g-import-not-at-top
   from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   s = ctx.settings
@@ -406,10 +407,15 @@ def _report(ctx: Context) -> Dict[str, Any]:
   timing = dict(batch_sizes=tuple(s.batch_sizes), repeats=s.repeats,
                 min_run_s=s.min_run_s)
   rows, measures, reference = [], [], {}  # agreement: with the first variant
+  reference_logits = []   # its logits per eval batch, made for the first edge row
   for variant in variants(s, f'stage {ctx.name!r}'):
     if variant.runtime != 'jax':
-      row, measure = _edge_row(ctx, variant, len(rows), config, batches, reference,
-                               timing)
+      if not reference_logits:
+        teacher = jax.jit(reference['teacher'])
+        reference_logits = [np.asarray(teacher(reference['teacher_params'], b['image']))
+                            for b in batches]
+      row, measure = _edge_row(ctx, variant, len(rows), config, batches,
+                               reference_logits, timing)
       rows.append(row)
       measures.append(measure)
       continue
@@ -439,9 +445,9 @@ def _report(ctx: Context) -> Dict[str, Any]:
       for r in rows}}
 
 
-def _edge_row(ctx: Context, variant, index: int, config, batches, reference, timing):
+def _edge_row(ctx: Context, variant, index: int, config, batches, reference_logits,
+              timing):
   """(row, measure) of a variant run as its TFLite / ONNX file (eval.runtimes)."""
-  import jax  # pylint: disable=g-import-not-at-top
   from vit_compress import edge  # pylint: disable=g-import-not-at-top
   from vit_compress import export  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
@@ -454,13 +460,12 @@ def _edge_row(ctx: Context, variant, index: int, config, batches, reference, tim
   except ValueError as e:
     raise ValueError(f'Report variant {variant.name!r}: {e}') from None
   forward = classification.forward_fn(models.build(model_config))
-  teacher = jax.jit(reference['teacher'])
-  logits = [np.asarray(teacher(reference['teacher_params'], b['image'])) for b in batches]
   calibration = lambda: [np.concatenate(export._representative_images(  # pylint: disable=protected-access
       config, variant.num_calibration))[:variant.num_calibration]]
   logging.info('Scoring %s (%s, as %s).', variant.name, variant.model, variant.runtime)
   row, measure = runtimes.score(
-      variant.name, variant.runtime, forward, params, batches, reference=logits,
+      variant.name, variant.runtime, forward, params, batches,
+      reference=reference_logits,
       calibration=calibration,
       out_stem=os.path.join(ctx.directory, f'{index}_{variant.runtime}'), **timing)
   row['artifact'] = os.path.relpath(variant.model, ctx.workdir)

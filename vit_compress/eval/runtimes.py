@@ -71,8 +71,8 @@ def score(name: str, runtime: str, forward, params, batches: List[Dict[str, np.n
   """(report row, measure) for `forward(params, images)` run as `runtime`.
 
   `reference`: the reference variant's logits per batch (for 'agreement').
-  `calibration()`: [training images] for a calibrated int8 file (called
-  only then). Files are written to `out_stem` + '_b{B}.tflite' / '.onnx'.
+  `calibration()`: [training images (N, H, W, 3)] for a calibrated int8
+  file (called only then). Files are written to `out_stem` + '_b{B}.tflite' / '.onnx'.
   `measure()` times again (the report's interleaved rounds).
   """
   from vit_compress import edge  # pylint: disable=g-import-not-at-top
@@ -81,15 +81,18 @@ def score(name: str, runtime: str, forward, params, batches: List[Dict[str, np.n
   threads = int(threads or os.cpu_count())
   image_shape = tuple(batches[0]['image'].shape[1:])
   sizes = sorted(set(int(b) for b in batch_sizes))
-  needs_images = art_name in ('tflite_int8', 'onnx_int8_static')
-  images = calibration() if needs_images else [np.zeros((1,) + image_shape, np.float32)]
+  images = (calibration()[0] if artifact.calibrated
+            else np.zeros((1,) + image_shape, np.float32))
   os.makedirs(os.path.dirname(out_stem) or '.', exist_ok=True)
   blobs, files = {}, {}
   for b in sizes if artifact.runtime == 'tflite' else [None]:
     path = f'{out_stem}_b{b}{artifact.suffix}' if b else out_stem + artifact.suffix
     # A TFLite file is built per batch size; the ONNX blob (batch symbolic) once.
     shape = (b or 1,) + image_shape
-    blob = edge.build(art_name, forward, params, shape, images,
+    # A TFLite file calibrates in whole batches: fewer images than its batch
+    # are repeated to fill one (the same ranges; fixed_batches drops a partial).
+    calib = [np.resize(images, (max(len(images), shape[0]),) + image_shape)]
+    blob = edge.build(art_name, forward, params, shape, calib,
                       blobs if b is None else {})
     with open(path, 'wb') as f:
       f.write(blob)
