@@ -18,6 +18,9 @@ digits, no download), with small models, in a few minutes on a 2-core CPU:
              teacher, parameters, size on disk, FLOPs, measured img/s; also the
              teacher with token merging (ToMe, r=2, no training).
              -> report.json, report.md, pareto.png in the workdir.
+             All run in JAX; a variant given 'runtime': 'tflite', 'onnx' or
+             an int8 file ('onnx_int8_dynamic', ...; see stages.py) is
+             scored and timed as that file in its interpreter.
   6 export   the shrunk student as vit_jax model.npz and TFLite float / int8.
 
 Each stage writes workdir/<stage>/ and a DONE marker; rerunning the command

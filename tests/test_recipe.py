@@ -135,6 +135,44 @@ def test_lowrank_stage_then_fine_tuning_then_report(done, tmp_path):
                                          if r['name'] == 'teacher')['top1']
 
 
+def test_report_of_the_teacher_in_jax_tflite_and_onnx(done, tmp_path):
+  """The finished tiny teacher reported as JAX runs it and as its TFLite and
+  ONNX files (float, and ONNX dynamic int8) run in their interpreters."""
+  config, finished, _ = done
+  config = _config(config.data_dir, order=('teacher', 'report'))
+  config.recipe.stages.report.variants = [
+      {'name': 'teacher', 'model': 'stage:teacher'},
+      {'name': 'teacher tflite', 'model': 'stage:teacher', 'runtime': 'tflite'},
+      {'name': 'teacher onnx', 'model': 'stage:teacher', 'runtime': 'onnx'},
+      {'name': 'teacher onnx int8', 'model': 'stage:teacher',
+       'runtime': 'onnx_int8_dynamic'},
+      {'name': 'teacher tflite int8', 'model': 'stage:teacher',   # calibrated on
+       'runtime': 'tflite_int8', 'num_calibration': 16}]          # < one batch of 32
+  workdir = str(tmp_path / 'runtimes')
+  shutil.copytree(os.path.join(finished, 'teacher'), os.path.join(workdir, 'teacher'))
+  recipe.run(config, workdir)
+  rows = json.load(open(os.path.join(workdir, 'report.json')))
+  assert [r['runtime'] for r in rows] == ['jax', 'tflite', 'onnx', 'onnx_int8_dynamic',
+                                          'tflite_int8']
+  jax_row, tfl, onnx, int8, tfl_int8 = rows
+  assert jax_row['top1'] == next(r for r in _report(finished)
+                                 if r['name'] == 'teacher')['top1']
+  for row in (tfl, onnx):   # float files: the same predictions as JAX
+    assert row['top1'] == jax_row['top1'] and row['agreement'] == 100.0
+    assert row['loss'] == pytest.approx(jax_row['loss'], rel=1e-4)
+  assert tfl['edge_file'].endswith('_b32.tflite') and onnx['edge_file'].endswith('.onnx')
+  for row in (tfl, onnx, int8, tfl_int8):
+    assert row['bytes'] == os.path.getsize(os.path.join(workdir, row['edge_file']))
+    assert row['img_per_s'] == row['img_per_s_b32'] > 0 and row['timing_rounds'] == 2
+    assert row['params'] == jax_row['params'] and row['flops'] == jax_row['flops']
+  for row, float_row in ((int8, onnx), (tfl_int8, tfl)):   # int8 on disk
+    assert row['bytes'] < 0.6 * float_row['bytes'] and 0 <= row['agreement'] <= 100
+    assert row['precision'] == 'int8'
+  md = open(os.path.join(workdir, 'report.md')).read()
+  assert '| variant | runtime |' in md and '| teacher onnx | onnx |' in md
+  assert os.path.getsize(os.path.join(workdir, 'pareto.png')) > 10_000
+
+
 def test_bad_recipes_fail_before_any_stage_runs(tmp_path):
   def fails(edit, match):
     config = _config('/nonexistent')
@@ -153,6 +191,8 @@ def test_bad_recipes_fail_before_any_stage_runs(tmp_path):
         r"stages\.student\.config.*'total_step'")
   fails(lambda r: r.stages.report.update(variants=[{'name': 'x'}]),
         r"variants\[0\] needs a 'name' and a 'model'")
+  fails(lambda r: r.stages.report.variants[1].update(runtime='tfilte'),
+        r"variants\[1\]\.runtime: unknown 'tfilte'; choose from \['jax', 'tflite', 'onnx', ")
   assert os.listdir(tmp_path) == []
 
 

@@ -66,6 +66,7 @@ class Artifact:
   suffix: str
   # build(apply_fn, params, input_shape, calibration images) -> bytes
   build: Callable[..., bytes]
+  calibrated: bool = False   # its build reads the calibration images
 
 
 ARTIFACTS = Registry('edge artifact')
@@ -86,7 +87,8 @@ def _onnx_float(fn, params, shape, calibration):
 
 
 ARTIFACTS.register('tflite_float')(Artifact('tflite', 'float32', '.tflite', _tflite()))
-ARTIFACTS.register('tflite_int8')(Artifact('tflite', 'int8', '.tflite', _tflite('full')))
+ARTIFACTS.register('tflite_int8')(Artifact('tflite', 'int8', '.tflite', _tflite('full'),
+                                          calibrated=True))
 ARTIFACTS.register('tflite_int8_dynamic')(
     Artifact('tflite', 'int8', '.tflite', _tflite('dynamic')))
 ARTIFACTS.register('onnx_float')(Artifact('onnx', 'float32', '.onnx', _onnx_float))
@@ -95,7 +97,7 @@ ARTIFACTS.register('onnx_int8_dynamic')(Artifact(
     'onnx', 'int8', '.onnx', lambda float_blob, calibration: onnx_export.quantize_dynamic(float_blob)))
 ARTIFACTS.register('onnx_int8_static')(Artifact(
     'onnx', 'int8', '.onnx', lambda float_blob, calibration: onnx_export.quantize_static(
-        float_blob, calibration, num_calibration=len(calibration[0]))))
+        float_blob, calibration, num_calibration=len(calibration[0])), calibrated=True))
 
 
 # ------------------------------------------------------------ the inputs
@@ -257,8 +259,27 @@ def _check_and_calibration_images(model_config, info, num_calibration, data_conf
   return [{'image': check}], [calibration], 'random images in [-1, 1] (no dataset recorded)'
 
 
+def build(name: str, fn, params, shape: Sequence[int], calibration,
+          blobs: Optional[Dict[str, bytes]] = None) -> bytes:
+  """The file of artifact `name` for `fn(params, images)` at `shape` (B, H, W, 3).
+
+  `calibration`: [images (N, H, W, 3)] for the calibrated int8 files.
+  `blobs` caches the files built so far: the int8 ONNX files quantize the
+  float one, built once.
+  """
+  blobs = {} if blobs is None else blobs
+  if name not in blobs:
+    artifact = ARTIFACTS.get(name)
+    if artifact.runtime == 'onnx' and artifact.precision == 'int8':
+      blobs[name] = artifact.build(build('onnx_float', fn, params, shape, calibration,
+                                         blobs), calibration)
+    else:
+      blobs[name] = artifact.build(fn, params, shape, calibration)
+  return blobs[name]
+
+
 # ----------------------------------------------------------- the runtimes
-def _predictor(artifact: Artifact, path: str, threads: int):
+def predictor(artifact: Artifact, path: str, threads: int):
   """`predict(images) -> logits` running the file in its own runtime."""
   if artifact.runtime == 'tflite':
     interp = tflite.interpreter(path, num_threads=threads)
@@ -371,17 +392,11 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
     artifact = ARTIFACTS.get(name)
     logging.info('export_optimized: building %s.', name)
     start = time.perf_counter()
-    if artifact.runtime == 'onnx' and artifact.precision == 'int8':
-      if 'onnx_float' not in blobs:
-        blobs['onnx_float'] = _onnx_float(fn, params, shape, calibration)
-      blob = artifact.build(blobs['onnx_float'], calibration)
-    else:
-      blob = blobs.get(name) or artifact.build(fn, params, shape, calibration)
-    blobs[name] = blob
+    blob = build(name, fn, params, shape, calibration, blobs)
     path = os.path.join(output_path, name + artifact.suffix)
     with open(path, 'wb') as f:
       f.write(blob)
-    predict = _predictor(artifact, path, threads)
+    predict = predictor(artifact, path, threads)
     entries[name] = {'path': path, 'runtime': artifact.runtime,
                      'precision': artifact.precision, 'bytes': len(blob),
                      'build_s': time.perf_counter() - start,

@@ -28,13 +28,22 @@ DONE marker. Settings:
   quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
             -> integer weights saved with their config (reloads alone with
             `quantize.load_quantized`); `<stage>/model`.
-  report    variants: [{'name', 'model' (a saved model), 'tome_r'}], scored
-            on the same eval split (config: overrides of the shared data
-            settings): top-1, agreement with the first variant, params, bytes
-            of the one-file compact artifact (`compress.compact`, written to
-            `<stage>/<i>.npz`), FLOPs, img/s measured at `batch_sizes` (median of
-            `repeats` runs, then of `rounds` rounds over all variants) ->
-            report.json, report.md and pareto.png in the recipe's workdir.
+  report    variants: [{'name', 'model' (a saved model), 'tome_r', 'runtime',
+            'num_calibration'}], scored on the same eval split (config:
+            overrides of the shared data settings): top-1, agreement with the
+            first variant, params, bytes of the one-file compact artifact
+            (`compress.compact`, written to `<stage>/<i>.npz`), FLOPs, img/s
+            measured at `batch_sizes` (median of `repeats` runs, then of
+            `rounds` rounds over all variants) -> report.json, report.md and
+            pareto.png in the recipe's workdir. `runtime` (default 'jax')
+            names what a device would run instead: 'tflite' or 'onnx' (the
+            float file), or an int8 file 'tflite_int8', 'tflite_int8_dynamic',
+            'onnx_int8_dynamic', 'onnx_int8_static' (calibrated on
+            `num_calibration` training images). That file is written to
+            `<stage>/<i>_<runtime>[_b<B>]` (TFLite: one per batch size) and
+            scored, timed (in the same rounds) and sized in its own
+            interpreter (`eval.runtimes`); the row's 'runtime' says which.
+            The first variant, the reference, runs in 'jax'.
   export    input: a float saved model; formats: of `export.FORMATS` ->
             model.npz (vit_jax layout) and .tflite files (int8 calibrated on
             `num_calibration` training images) in `<stage>/`.
@@ -299,7 +308,10 @@ STAGES.register('quantize')(StageKind(
 
 # ------------------------------------------------------------------ report
 REPORT_JSON = 'report.json'   # beside it, report.md and pareto.png (eval.write_report)
-_VARIANT_DEFAULTS = {'name': None, 'model': None, 'tome_r': 0}
+# runtime: 'jax', or a file a device runs (eval.runtimes: 'tflite', 'onnx',
+# 'tflite_int8', ...); num_calibration: training images of a calibrated int8 file.
+_VARIANT_DEFAULTS = {'name': None, 'model': None, 'tome_r': 0, 'runtime': 'jax',
+                     'num_calibration': 128}
 
 
 def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
@@ -310,10 +322,17 @@ def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
   if not out:
     raise ValueError(f"{where}.variants is empty: list the models to compare, "
                      "e.g. [{'name': 'teacher', 'model': 'stage:teacher'}].")
+  from vit_compress.eval import runtimes  # pylint: disable=g-import-not-at-top
   for i, v in enumerate(out):
     if not v.name or not v.model:
       raise ValueError(f"{where}.variants[{i}] needs a 'name' and a 'model' (a "
                        "saved model directory or 'stage:NAME').")
+    runtimes.check(v.runtime, f'{where}.variants[{i}]')
+    if v.runtime != runtimes.JAX and (i == 0 or v.tome_r):
+      raise ValueError(
+          f"{where}.variants[{i}].runtime {v.runtime!r}: the first variant (the "
+          "reference for agreement and speedup) and a ToMe variant run in 'jax'; "
+          'put the edge variant after a jax one, without tome_r.')
   return out
 
 
@@ -355,16 +374,16 @@ def _eval_batches(config) -> List[Dict[str, np.ndarray]]:
           for batch in data.make_eval_iterator(config)]
 
 
-def _timing_rounds(rows, loaded, batches, rounds: int, timing) -> None:
+def _timing_rounds(rows, measures, rounds: int, timing) -> None:
   """Throughput as the median over `rounds` rounds that time every variant in
-  turn: load from other processes then slows all variants alike instead of
+  turn (`measures[i]()` -> its img_per_s_b{B}, in JAX or its edge runtime):
+  load from other processes then slows all variants alike instead of
   whichever was being timed when it came."""
-  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
   measured = [[row] for row in rows]
   for i in range(1, rounds):
     logging.info('Timing round %d of %d.', i + 1, rounds)
-    for runs, (forward, params) in zip(measured, loaded):
-      runs.append(eval_lib.profile(forward, params, batches, **timing))
+    for runs, measure in zip(measured, measures):
+      runs.append(measure())
   for row, runs in zip(rows, measured):
     for b in timing['batch_sizes']:
       speed = float(np.median([r[f'img_per_s_b{b}'] for r in runs]))
@@ -379,6 +398,7 @@ def _check_report(settings, base, where: str) -> None:
 
 
 def _report(ctx: Context) -> Dict[str, Any]:
+  import jax  # pylint: disable=g-import-not-at-top
   from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   s = ctx.settings
@@ -386,8 +406,19 @@ def _report(ctx: Context) -> Dict[str, Any]:
   batches = _eval_batches(config)
   timing = dict(batch_sizes=tuple(s.batch_sizes), repeats=s.repeats,
                 min_run_s=s.min_run_s)
-  rows, loaded, reference = [], [], {}  # agreement: with the first variant
+  rows, measures, reference = [], [], {}  # agreement: with the first variant
+  reference_logits = []   # its logits per eval batch, made for the first edge row
   for variant in variants(s, f'stage {ctx.name!r}'):
+    if variant.runtime != 'jax':
+      if not reference_logits:
+        teacher = jax.jit(reference['teacher'])
+        reference_logits = [np.asarray(teacher(reference['teacher_params'], b['image']))
+                            for b in batches]
+      row, measure = _edge_row(ctx, variant, len(rows), config, batches,
+                               reference_logits, timing)
+      rows.append(row)
+      measures.append(measure)
+      continue
     module, params, model_config = _load_variant(variant)
     # The size column is the one-file artifact a user deploys (compress.compact).
     artifact = os.path.join(ctx.directory, f'{len(rows)}.npz')
@@ -400,16 +431,46 @@ def _report(ctx: Context) -> Dict[str, Any]:
     row['bytes_source'] = 'one-file compact artifact (compress.compact)'
     row['artifact'] = os.path.relpath(variant.model, ctx.workdir)
     row['compact_artifact'] = os.path.relpath(artifact, ctx.workdir)
+    row['runtime'] = 'jax'
     if variant.tome_r:
       row['tome_r'] = variant.tome_r
     reference = reference or {'teacher': forward, 'teacher_params': params}
     rows.append(row)
-    loaded.append((forward, params))
-  _timing_rounds(rows, loaded, batches[:1], s.rounds, timing)
+    measures.append(lambda forward=forward, params=params: eval_lib.profile(
+        forward, params, batches[:1], **timing))
+  _timing_rounds(rows, measures, s.rounds, timing)
   paths = eval_lib.write_report(rows, ctx.workdir, title=s.title)
   return {'output': paths['json'], 'metrics': {
       r['name']: {'top1': r['top1'], 'img_per_s': r['img_per_s'], 'bytes': r['bytes']}
       for r in rows}}
+
+
+def _edge_row(ctx: Context, variant, index: int, config, batches, reference_logits,
+              timing):
+  """(row, measure) of a variant run as its TFLite / ONNX file (eval.runtimes)."""
+  from vit_compress import edge  # pylint: disable=g-import-not-at-top
+  from vit_compress import export  # pylint: disable=g-import-not-at-top
+  from vit_compress import models  # pylint: disable=g-import-not-at-top
+  from vit_compress.eval import classification  # pylint: disable=g-import-not-at-top
+  from vit_compress.eval import runtimes  # pylint: disable=g-import-not-at-top
+  path = _saved_model(variant.model, f'report variant {variant.name!r}')
+  size = int(batches[0]['image'].shape[1])
+  try:   # float params; a quantized model's int8 weights times their scales
+    model_config, params, _ = edge.load(path, size)
+  except ValueError as e:
+    raise ValueError(f'Report variant {variant.name!r}: {e}') from None
+  forward = classification.forward_fn(models.build(model_config))
+  calibration = lambda: [np.concatenate(export._representative_images(  # pylint: disable=protected-access
+      config, variant.num_calibration))[:variant.num_calibration]]
+  logging.info('Scoring %s (%s, as %s).', variant.name, variant.model, variant.runtime)
+  row, measure = runtimes.score(
+      variant.name, variant.runtime, forward, params, batches,
+      reference=reference_logits,
+      calibration=calibration,
+      out_stem=os.path.join(ctx.directory, f'{index}_{variant.runtime}'), **timing)
+  row['artifact'] = os.path.relpath(variant.model, ctx.workdir)
+  row['edge_file'] = os.path.relpath(row['edge_file'], ctx.workdir)
+  return row, measure
 
 
 STAGES.register('report')(StageKind(

@@ -1,5 +1,6 @@
 """pareto.png: top-1 against measured throughput and against size, one labelled point per variant.
 
+A label is the variant's name, with its runtime when not all rows run in JAX.
 Drawn on a bare Agg canvas (no pyplot, no global backend switch), so it
 works headless and leaves a notebook's matplotlib settings alone. The dashed
 line joins the Pareto-optimal variants of each panel (no other variant is
@@ -93,7 +94,8 @@ def _panel(ax, xs, ys, names, colors, *, xlabel, title, larger_x_better):
 def plot_pareto(rows: Sequence[Dict[str, Any]], path: str,
                 title: Optional[str] = None) -> str:
   """Writes the two-panel plot for report rows (see report.py) to `path`."""
-  names = [str(r['name']) for r in rows]
+  from vit_compress.eval import report  # pylint: disable=g-import-not-at-top
+  names = [report.label(r, rows) for r in rows]   # with the runtime if not all jax
   top1 = [float(r['top1']) for r in rows]
   speed = [float(r['img_per_s']) for r in rows]
   mib = [float(r['bytes']) / MIB for r in rows]

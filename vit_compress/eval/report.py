@@ -100,14 +100,23 @@ def _flops_unit(rows):
   return 1e3, 'kFLOPs'
 
 
+def label(row: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str:
+  """A row's name, with its runtime when the rows do not all run in JAX."""
+  if all(r.get('runtime', 'jax') == 'jax' for r in rows):
+    return str(row['name'])
+  return f'{row["name"]} [{row.get("runtime", "jax")}]'
+
+
 def _columns(rows):
   """(header, cell function) for each column some row has a value for."""
   has = lambda key: any(r.get(key) is not None for r in rows)
   batches = {r.get('batch_size') for r in rows}
   same_batch = len(batches) == 1 and None not in batches
   flops_scale, flops_unit = _flops_unit(rows)
-  cols = [('variant', lambda r: str(r['name'])),
-          ('top-1 (%)', lambda r: f'{r["top1"]:.2f}')]
+  cols = [('variant', lambda r: str(r['name']))]
+  if any(r.get('runtime', 'jax') != 'jax' for r in rows):
+    cols.append(('runtime', lambda r: str(r.get('runtime', 'jax'))))
+  cols.append(('top-1 (%)', lambda r: f'{r["top1"]:.2f}'))
   if has('top5'):
     cols.append(('top-5 (%)', lambda r: _opt(r, 'top5', '{:.2f}')))
   if has('agreement'):
@@ -161,6 +170,11 @@ def _notes(rows) -> List[str]:
            'runs, each call waited for' + (f', on {", ".join(devices)}' if devices else '') + '.',
            'FLOPs: XLA cost analysis of the compiled forward, per image '
            '(a multiply-add counts 2).']
+  if any(r.get('runtime', 'jax') != 'jax' for r in rows):
+    notes.append('Runtime: jax rows run the saved model compiled by XLA; the '
+                 'others run its TFLite / ONNX file in LiteRT / ONNX Runtime '
+                 "('edge_file' in report.json), which their top-1, img/s and size "
+                 'measure; their params and FLOPs are the source model\'s.')
   sources = sorted({str(r['bytes_source']) for r in rows if r.get('bytes_source')})
   if sources:
     notes.append(f'Size: {" / ".join(sources)} (per row in report.json, '
