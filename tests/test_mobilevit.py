@@ -169,6 +169,9 @@ def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   assert new_config.layer_heads == (2, 2, 2)
   assert new_config.layer_mlp_dims == (16, 24, 32)
   assert config.get('layer_heads') is None  # the original untouched
+  with pytest.raises(ValueError, match='encoderblock_0 has 2 heads but the model '
+                     'config says 4'):
+    structure.find_groups(new_params, config)  # the old config no longer fits
   flat = dict(paths.flatten_with_paths(new_params))
   att = 'stages_3_1/Transformer/encoderblock_0/MultiHeadDotProductAttention_0'
   assert flat[f'{att}/query/kernel'].shape == (24, 2, 6)  # head width kept
