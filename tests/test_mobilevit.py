@@ -127,3 +127,75 @@ def test_resize_is_bilinear_half_pixel(shape, size):
   want = jax.image.resize(x, (shape[0],) + size + (shape[3],), 'bilinear',
                           antialias=False)
   np.testing.assert_allclose(mobilevit._resize(x, *size), want, atol=1e-5)
+
+
+def _tiny_config():
+  """A digits-sized MobileViT: 32 px, 10 classes, transformers of width 16, 24,
+  32 (4 heads of 4, 6, 8) with 1, 2, 1 layers."""
+  config = zoo.mobilevit((8, 16, 16, 24, 32), (1, 1, 1, 1, 1), 2.0,
+                         (0, 0, 16, 24, 32), (0, 0, 1, 2, 1), 32)
+  config.image_size, config.num_classes, config.stem_width = 32, 10, 8
+  return config
+
+
+def _random_params(config):
+  rng = np.random.default_rng(0)
+  return paths.map_with_paths(
+      lambda p, s: jnp.asarray(
+          rng.uniform(0.5, 1.5, s.shape) if p.endswith('running_var')
+          else 0.3 * rng.standard_normal(s.shape), s.dtype),
+      models.param_shapes(config))
+
+
+def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
+  from vit_compress.compress import pruning
+  from vit_compress.compress import shrink
+  from vit_compress.compress import structure
+  from pruning_helpers import prune_config
+  config = _tiny_config()
+  params = _random_params(config)
+  families = structure.find_groups(params, config)
+  assert sorted({f.encoder for f in families}) == [
+      f'stages_{s}_1/Transformer' for s in (2, 3, 4)]
+  prune = prune_config(method='heads_and_neurons', sparsity=0.5)
+  masks = pruning.update_masks(params, pruning.init_masks(params, prune), 0, prune)
+  dropped = 'stages_3_1/Transformer/encoderblock_0/'  # and one whole layer
+  shapes = dict(paths.flatten_with_paths(params))
+  masks = paths.map_with_paths(
+      lambda p, m: jnp.zeros(shapes[p].shape) if p.startswith(dropped) else m, masks)
+
+  new_params, new_config = structure.shrink(params, masks, config)
+  assert new_config.transformer_depths == (0, 0, 1, 1, 1)
+  assert new_config.layer_heads == (2, 2, 2)
+  assert new_config.layer_mlp_dims == (16, 24, 32)
+  assert config.get('layer_heads') is None  # the original untouched
+  with pytest.raises(ValueError, match='encoderblock_0 has 2 heads but the model '
+                     'config says 4'):
+    structure.find_groups(new_params, config)  # the old config no longer fits
+  flat = dict(paths.flatten_with_paths(new_params))
+  att = 'stages_3_1/Transformer/encoderblock_0/MultiHeadDotProductAttention_0'
+  assert flat[f'{att}/query/kernel'].shape == (24, 2, 6)  # head width kept
+  assert 'stages_3_1/Transformer/encoderblock_1/LayerNorm_0/scale' not in flat
+  # Removed: half the heads (3 x (d x hd + hd) + hd x d each) and half the
+  # MLP neurons (2d + 1 each) of every kept layer, and the whole dropped
+  # layer (8 d^2 + 11 d at d = 24).
+  removed = sum(2 * (4 * d * (d // 4) + 3 * (d // 4)) + d * (2 * d + 1)
+                for d in (16, 24, 32)) + 8 * 24 ** 2 + 11 * 24
+  assert models.count_params(params) - models.count_params(new_params) == removed
+
+  images = jax.random.normal(jax.random.key(7), (4, 32, 32, 3))
+  logits = lambda c, p: jax.jit(models.build(c).apply)({'params': p}, images)
+  masked = logits(config, pruning.apply_masks(params, masks))
+  assert float(jnp.std(masked)) > 0.1  # not trivially equal
+  np.testing.assert_allclose(logits(new_config, new_params), masked,
+                             atol=1e-4, rtol=1e-4)
+
+  # The command's path: saved masked model -> masks from its zeros -> shrunk,
+  # saved, reloaded from its own config.
+  checkpoint.save_model(str(tmp_path / 'model'), pruning.apply_masks(params, masks),
+                        config)
+  shrink.shrink_saved_model(str(tmp_path / 'model'), str(tmp_path / 'shrunk'))
+  loaded_config, loaded = checkpoint.load_model(str(tmp_path / 'shrunk'))
+  assert tuple(loaded_config.layer_heads) == (2, 2, 2)
+  np.testing.assert_allclose(logits(loaded_config, loaded), masked,
+                             atol=1e-4, rtol=1e-4)

@@ -1,4 +1,5 @@
-"""MobileViT_XXS trained on digits at 32 px, then PTQ int8 (convs too) and TFLite."""
+"""MobileViT_XXS trained on digits at 32 px, then PTQ int8 (convs too), TFLite,
+ONNX and a report row."""
 import jax
 import numpy as np
 import pytest
@@ -8,10 +9,13 @@ from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import export
 from vit_compress import models
+from vit_compress import onnx_export
 from vit_compress import paths
 from vit_compress import tflite
 from vit_compress import train
+from vit_compress.compress import compact
 from vit_compress.compress import quantize
+from vit_compress.eval import report
 from vit_compress.eval import classification
 
 PP_32PX = 'decode|resize(32)|to_rgb|value_range(-1, 1)|onehot'
@@ -82,3 +86,44 @@ def test_tflite_float_export_agrees_with_jax(trained, tmp_path):
     count += len(images)
   print(f'TFLite float agrees with JAX on {same} of {count} test images')
   assert count == 355 and same >= 0.99 * count
+
+
+def _test_images(config):
+  """The 355 digits test images (the eval iterator's padding dropped)."""
+  return np.concatenate([np.asarray(b['image'])[np.asarray(b['mask']) > 0]
+                         for b in data.make_eval_iterator(config)])
+
+
+def test_onnx_float_export_agrees_with_jax(trained):
+  config, _, model_config, params = trained
+  fn = classification.forward_fn(models.build(model_config))
+  images = _test_images(config)
+  ours = np.asarray(jax.jit(fn)(params, images))
+  blob = onnx_export.convert(fn, params, images.shape[1:])
+  logits = onnx_export.predict(onnx_export.session(blob, threads=1), images)
+  same = int(np.sum(logits.argmax(-1) == ours.argmax(-1)))
+  error = np.abs(logits - ours).max() / np.abs(ours).max()
+  print(f'ONNX float agrees with JAX on {same} of {len(images)} test images; '
+        f'max |logit difference| / max |logit| {error:.2e}')
+  assert len(images) == 355 and same >= 0.99 * len(images)
+  assert error < 1e-4
+
+
+def test_report_row_of_the_saved_model(trained, tmp_path):
+  """What the report stage does for one variant: compact artifact, score, table."""
+  config, metrics, model_config, params = trained
+  artifact = str(tmp_path / '0.npz')
+  compact.save(artifact, params, model_config)
+  batches = list(data.make_eval_iterator(config))
+  row = report.score_variant('MobileViT_XXS', classification.forward_fn(
+      models.build(model_config)), params, batches, artifact=artifact,
+                             batch_sizes=(1, 8), repeats=1, min_run_s=0.01)
+  print({k: row[k] for k in ('top1', 'params', 'bytes', 'flops', 'img_per_s')})
+  assert row['top1'] == pytest.approx(100 * metrics['accuracy'])
+  assert row['params'] == models.count_params(params)
+  # float32 weights and BatchNorm statistics, one file, a few KiB of index.
+  assert 4 * row['params'] < row['bytes'] < 4 * row['params'] + 64 * 1024
+  assert 5e6 < row['flops'] < 5e7 and row['img_per_s'] > 0  # 10.7 MFLOPs at 32 px
+  paths_ = report.write_report([row], str(tmp_path / 'report'))
+  table = open(paths_['md']).read()
+  assert 'MobileViT_XXS' in table

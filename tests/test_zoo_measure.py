@@ -62,3 +62,14 @@ def test_cli_measures_and_filters():
   assert '1 of 1 models fit (>= 1.0 img/s at batch 8' in out
   row = next(l for l in out.splitlines() if l.startswith('Nano_2'))
   assert float(row.split('|')[0].split()[-1]) >= 1.0   # img/s at batch 8
+
+
+def test_mobilevit_is_measured_at_its_own_resolution():
+  rows = zoo.describe_many(['MobileViT_XXS'], num_classes=10, jobs=1)
+  params = 1_272_024 - 321_000 + 3_210  # timm's count with a 10-class head
+  assert rows[0]['image_size'] == 256 and rows[0]['params'] == params
+  zoo_measure.measure(rows, None, 10, batch_sizes=(1,), budget_s=120, repeats=1,
+                      min_run_s=0.01)
+  assert 'skipped' not in rows[0] and rows[0]['img_per_s_b1'] > 0
+  line = zoo_measure.format_table(rows, (1,)).splitlines()[2]
+  assert line.split()[:3] == ['MobileViT_XXS', '256', str(params)]

@@ -374,6 +374,7 @@ def describe(name: str, image_size: Optional[int] = None,
   params = models.count_params(shapes)
   return {
       'name': config.name,
+      'image_size': image_size,
       'params': params,
       'tokens': _num_tokens(config, shapes),
       'gflops': lowered.cost_analysis()['flops'] / 1e9,

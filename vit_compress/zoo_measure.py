@@ -108,10 +108,11 @@ def select(rows: List[Dict], min_img_per_s: Optional[float] = None,
 
 
 def format_table(rows: List[Dict], batch_sizes: Sequence[int]) -> str:
-  """The describe columns, the measured img/s, then the published columns."""
+  """The describe columns (with each row's resolution, px), the measured
+  img/s, then the published columns."""
   measured = ''.join(f' {"img/s b" + str(b):>11}' for b in batch_sizes)
-  header = (f'{"model":<12} {"params":>11} {"GFLOPs":>8} {"MiB":>8}{measured} |'
-            f' {"pub top1":>8} {"pub MiB":>7} {"pub img/s":>9}')
+  header = (f'{"model":<13} {"px":>4} {"params":>11} {"GFLOPs":>8} {"MiB":>8}'
+            f'{measured} | {"pub top1":>8} {"pub MiB":>7} {"pub img/s":>9}')
   lines = [header, '-' * len(header)]
   for r in rows:
     if 'skipped' in r:
@@ -122,8 +123,8 @@ def format_table(rows: List[Dict], batch_sizes: Sequence[int]) -> str:
     pub = PUBLISHED.get(r['name'])
     pub_cols = (f' {pub["top1"]:>8.2f} {pub["mib"]:>7d} {pub["img_per_s"]:>9d}'
                 if pub else f' {"-":>8} {"-":>7} {"-":>9}')
-    lines.append(f'{r["name"]:<12} {r["params"]:>11d} {r["gflops"]:>8.2f} '
-                 f'{r["mib"]:>8.1f}{speed} |{pub_cols}')
+    lines.append(f'{r["name"]:<13} {r["image_size"]:>4d} {r["params"]:>11d} '
+                 f'{r["gflops"]:>8.2f} {r["mib"]:>8.1f}{speed} |{pub_cols}')
   return '\n'.join(lines)
 
 

@@ -11,7 +11,8 @@ and layers set exactly to zero (the masks are applied before saving, and
 masked updates keep them there). A group whose every weight is zero is
 therefore pruned: the masks are recovered from the zeros, `structure.shrink`
 gathers what is kept, and the result is saved with its own model config
-(per-layer `num_heads` / `mlp_dim`), so it reloads with nothing else.
+(per-layer head counts and MLP widths), so it reloads with nothing else.
+ViTs, R+ViTs and the transformers inside MobileViT blocks shrink.
 """
 import os
 import sys
@@ -62,9 +63,10 @@ def check_out(model_dir: str, out_dir: str, overwrite: bool) -> None:
 def shrink_saved_model(model_dir: str, out_dir: str):
   """Loads, shrinks and saves; returns (new_config, params before, params after)."""
   model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
-  if model_config.get('family', 'vit') != 'vit' or 'transformer' not in model_config:
-    raise ValueError(f'{model_dir} holds a {model_config.get("family")!r} model; '
-                     'shrink removes heads, neurons and layers of ViTs.')
+  family = model_config.get('family', 'vit')
+  if not (family == 'mobilevit' or (family == 'vit' and 'transformer' in model_config)):
+    raise ValueError(f'{model_dir} holds a {family!r} model; shrink removes '
+                     'heads, neurons and layers of ViTs and MobileViTs.')
   new_params, new_config = structure.shrink(params, masks_from_zeros(params),
                                             model_config)
   before, after = models.count_params(params), models.count_params(new_params)
@@ -73,8 +75,7 @@ def shrink_saved_model(model_dir: str, out_dir: str):
   checkpoint.save_model(out_dir, new_params, new_config, extra=extra,
                         overwrite=True)
   logging.info('Shrunk %s: %d -> %d parameters; heads per layer %s, MLP widths %s.',
-               model_dir, before, after, new_config.transformer.num_heads,
-               new_config.transformer.mlp_dim)
+               model_dir, before, after, *structure.widths(new_config))
   return new_config, before, after
 
 
@@ -92,9 +93,9 @@ def run(model: str, out: str, overwrite: bool = False) -> None:
   model_dir = workdir_lib.resolve_model_dir(model, '--model')
   check_out(model_dir, out, overwrite)
   new_config, before, after = shrink_saved_model(model_dir, out)
+  heads, mlp = structure.widths(new_config)
   print(f'{before} -> {after} parameters ({after / before:.1%}); '
-        f'heads per layer {tuple(new_config.transformer.num_heads)}, '
-        f'MLP widths {tuple(new_config.transformer.mlp_dim)}; saved to {out}')
+        f'heads per layer {heads}, MLP widths {mlp}; saved to {out}')
 
 
 if __name__ == '__main__':

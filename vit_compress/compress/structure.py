@@ -5,12 +5,15 @@ attention head is `query/key/value` kernel[:, h, :] and bias[h, :] plus `out`
 kernel[h, :, :]; one MLP neuron is `Dense_0` kernel[:, j], bias[j] and
 `Dense_1` kernel[j, :]; one layer is everything under `encoderblock_i`. Groups
 are read off the parameter tree (any `.../encoderblock_{i}` with vit_jax's
-Linen names: ViT, R+ViT hybrids, LiT's towers), never listed per checkpoint.
+Linen names: ViT, R+ViT hybrids, LiT's towers, and the transformers inside
+MobileViT blocks, `stages_{s}_{i}/Transformer/encoderblock_{j}`), never
+listed per checkpoint.
 
-`shrink` turns a structurally masked ViT into a smaller dense one: kept heads
-and neurons are gathered, fully masked blocks are dropped and the rest
-renumbered, and the model config gets per-layer `num_heads` / `mlp_dim`
-tuples, so the result rebuilds from its config alone.
+`shrink` turns a structurally masked ViT or MobileViT into a smaller dense
+one: kept heads and neurons are gathered, fully masked blocks are dropped and
+the rest renumbered within their encoder, and the model config records the
+per-layer head counts and MLP widths, so the result rebuilds from its config
+alone.
 """
 import dataclasses
 import re
@@ -22,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from vit_compress import paths
+from vit_compress.models import mobilevit as mobilevit_lib
 from vit_compress.models import vit as vit_lib
 
 _BLOCK = re.compile(r'^(?P<encoder>(?:.*/)?)encoderblock_(?P<index>\d+)/')
@@ -109,24 +113,44 @@ def find_groups(params, model_config: Optional[ml_collections.ConfigDict] = None
   return families
 
 
+def encoders(config) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
+  """The transformer encoders a model config builds, in order: (parameter
+  prefix, heads per layer, MLP width per layer). A ViT has one, 'Transformer';
+  MobileViT one per MobileViT block, 'stages_{s}_{i}/Transformer'."""
+  family = config.get('family')
+  if family == 'vit':
+    t = config.transformer
+    layers = int(t.num_layers)
+    return [('Transformer', vit_lib.per_layer(t.num_heads, layers, 'num_heads'),
+             vit_lib.per_layer(t.mlp_dim, layers, 'mlp_dim'))]
+  if family == 'mobilevit':
+    widths = mobilevit_lib.transformer_widths(
+        config.transformer_dims, config.transformer_depths, config.num_heads,
+        config.mlp_ratio, config.get('layer_heads'), config.get('layer_mlp_dims'))
+    return [(f'stages_{s}_{config.depths[s]}/Transformer', heads, mlp)
+            for s, (heads, mlp) in enumerate(widths) if config.transformer_dims[s]]
+  return []
+
+
 def _check_config(families: List[GroupFamily], config) -> None:
-  """The parameters must be the ones this ViT config builds."""
-  if config.get('family') != 'vit':
-    return
-  t = config.transformer
-  layers = int(t.num_layers)
-  mine = [f for f in families if f.encoder == 'Transformer']
-  found = sorted({f.layer for f in mine})
-  if found != list(range(layers)):
-    raise ValueError(f'The parameters have encoder blocks {found} but the model '
-                     f'config says transformer.num_layers={layers}.')
-  expected = {'head': vit_lib.per_layer(t.num_heads, layers, 'num_heads'),
-              'neuron': vit_lib.per_layer(t.mlp_dim, layers, 'mlp_dim')}
-  for f in mine:
-    if f.kind in expected and f.size != expected[f.kind][f.layer]:
-      name = 'num_heads' if f.kind == 'head' else 'mlp_dim'
-      raise ValueError(f'{f.block} has {f.size} {f.kind}s but the model config '
-                       f'says transformer.{name}={getattr(t, name)}.')
+  """The parameters must be the ones this ViT or MobileViT config builds."""
+  vit = config.get('family') == 'vit'
+  for encoder, heads, mlp in encoders(config):
+    mine = [f for f in families if f.encoder == encoder]
+    found = sorted({f.layer for f in mine})
+    if found != list(range(len(heads))):
+      said = (f'transformer.num_layers={len(heads)}' if vit else
+              f'{len(heads)} layers (transformer_depths, layer_heads)')
+      raise ValueError(f'The parameters have {encoder} blocks {found} but the '
+                       f'model config says {said}.')
+    expected = {'head': heads, 'neuron': mlp}
+    for f in mine:
+      if f.kind in expected and f.size != expected[f.kind][f.layer]:
+        name = 'num_heads' if f.kind == 'head' else 'mlp_dim'
+        said = (f'transformer.{name}={getattr(config.transformer, name)}' if vit
+                else f'{expected[f.kind][f.layer]}')
+        raise ValueError(f'{f.block} has {f.size} {f.kind}s but the model config '
+                         f'says {said}.')
 
 
 def input_axes(path: str, ndim: int) -> int:
@@ -216,33 +240,42 @@ def summary(params, masks) -> Dict[str, Dict[str, Any]]:
           for block, e in plan(params, masks).items()}
 
 
+def widths(model_config) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+  """Heads and MLP widths per transformer layer, all encoders in order (for logs)."""
+  enc = encoders(model_config)
+  return (tuple(h for _, heads, _ in enc for h in heads),
+          tuple(m for _, _, mlp in enc for m in mlp))
+
+
 def shrink(params, masks, model_config: ml_collections.ConfigDict
            ) -> Tuple[Dict[str, Any], ml_collections.ConfigDict]:
-  """A smaller dense ViT whose logits equal those of the masked model.
+  """A smaller dense ViT or MobileViT whose logits equal the masked model's.
 
-  Host-side (shapes change). Returns `(new_params, new_model_config)`; the new
-  config is a fresh ConfigDict with per-layer `transformer.num_heads` and
-  `transformer.mlp_dim` tuples, `head_dim` fixed to the original width and
-  `num_layers` after removing fully masked blocks. Masked entries that
-  survive (e.g. unstructured sparsity inside a kept head) stay zero.
+  Host-side (shapes change). Returns `(new_params, new_model_config)`, a fresh
+  ConfigDict recording the kept widths so the result rebuilds from it alone:
+  for a ViT, per-layer `transformer.num_heads` and `transformer.mlp_dim`
+  tuples, `head_dim` fixed to the original width and `num_layers` after
+  removing fully masked blocks; for MobileViT, `layer_heads` and
+  `layer_mlp_dims` (one entry per transformer layer, stages in order) and
+  `transformer_depths`. Masked entries that survive (e.g. unstructured
+  sparsity inside a kept head) stay zero.
   """
-  if model_config.get('family') != 'vit':
-    raise ValueError(f'shrink supports ViT and R+ViT models (family "vit"), not '
-                     f'family {model_config.get("family")!r}.')
-  t = model_config.transformer
-  layers = int(t.num_layers)
-  heads = vit_lib.per_layer(t.num_heads, layers, 'num_heads')
-  head_dim = int(t.head_dim) if t.get('head_dim') else (
-      model_config.hidden_size // heads[0])
-
+  family = model_config.get('family')
+  if family not in ('vit', 'mobilevit'):
+    raise ValueError(f'shrink supports ViT, R+ViT and MobileViT models (family '
+                     f'"vit" or "mobilevit"), not family {family!r}.')
   blocks = plan(params, masks, model_config)
   flat_p = dict(paths.flatten_with_paths(params))
   flat_m = flatten(masks)[0]
   masked = {k: np.asarray(v) * np.asarray(flat_m[k]).astype(np.asarray(v).dtype)
             for k, v in flat_p.items()}
-  kept_layers = [b for b, e in sorted(blocks.items(), key=lambda x: x[1]['layer'])
-                 if e['encoder'] == 'Transformer' and not e['removed']]
-  rename = {b: f'Transformer/encoderblock_{j}' for j, b in enumerate(kept_layers)}
+  kept = {}    # encoder -> its kept blocks, in layer order
+  rename = {}  # kept block -> its new name (renumbered within its encoder)
+  for encoder, _, _ in encoders(model_config):
+    kept[encoder] = [b for b, e in sorted(blocks.items(), key=lambda x: x[1]['layer'])
+                     if e['encoder'] == encoder and not e['removed']]
+    rename.update({b: f'{encoder}/encoderblock_{j}'
+                   for j, b in enumerate(kept[encoder])})
   gathers = {}  # parameter path -> (axis, kept indices)
   for f in find_groups(params, model_config):
     if f.block in rename and f.kind in ('head', 'neuron'):
@@ -252,25 +285,36 @@ def shrink(params, masks, model_config: ml_collections.ConfigDict
   new_flat = {}
   for path, value in masked.items():
     match = _BLOCK.match(path)
-    if match and match.group('encoder').rstrip('/') == 'Transformer':
+    if match and match.group('encoder').rstrip('/') in kept:
       block = path[:match.end() - 1]
       if block not in rename:
         continue  # a removed block: the identity, dropped
       if path in gathers:
-        axis, kept = gathers[path]
-        value = np.take(value, kept, axis=axis)
+        axis, index = gathers[path]
+        value = np.take(value, index, axis=axis)
       path = rename[block] + path[match.end() - 1:]
     new_flat[path] = jnp.asarray(value)
   new_params = paths.tree_from_flat(new_flat)
 
+  heads = {e: tuple(len(blocks[b]['heads']) for b in bs) for e, bs in kept.items()}
+  mlp = {e: tuple(len(blocks[b]['neurons']) for b in bs) for e, bs in kept.items()}
   d = model_config.to_dict()  # a new ConfigDict: the old one's fields are type-locked
+  if family == 'mobilevit':
+    d['transformer_depths'] = tuple(
+        len(kept.get(f'stages_{s}_{model_config.depths[s]}/Transformer', ()))
+        for s in range(len(model_config.widths)))
+    d['layer_heads'] = tuple(h for e in kept for h in heads[e])
+    d['layer_mlp_dims'] = tuple(m for e in kept for m in mlp[e])
+    return new_params, ml_collections.ConfigDict(d)
+  t = model_config.transformer
   td = d['transformer']
-  td['num_layers'] = len(kept_layers)
-  td['num_heads'] = tuple(len(blocks[b]['heads']) for b in kept_layers)
-  td['mlp_dim'] = tuple(len(blocks[b]['neurons']) for b in kept_layers)
-  td['head_dim'] = head_dim
+  td['head_dim'] = int(t.head_dim) if t.get('head_dim') else (
+      model_config.hidden_size // encoders(model_config)[0][1][0])
+  td['num_layers'] = len(kept['Transformer'])
+  td['num_heads'] = heads['Transformer']
+  td['mlp_dim'] = mlp['Transformer']
   tome_r = d.get('tome_r', 0)
   if not isinstance(tome_r, int):
-    kept_index = [blocks[b]['layer'] for b in kept_layers]
+    kept_index = [blocks[b]['layer'] for b in kept['Transformer']]
     d['tome_r'] = tuple(tome_r[i] for i in kept_index)
   return new_params, ml_collections.ConfigDict(d)

@@ -110,7 +110,9 @@ def _build_mobilevit(config, name: Optional[str] = None):
       num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
       dtype=jnp.dtype(config.get('dtype', 'float32')),
       param_dtype=jnp.dtype(config.get('param_dtype', 'float32')), name=name,
-      **{k: tuple(config[k]) for k in tuples})
+      **{k: tuple(config[k]) for k in tuples},
+      **{k: tuple(config[k]) for k in ('layer_heads', 'layer_mlp_dims')
+         if config.get(k) is not None})
 
 
 _TEXT_MODELS = {'bert': text_lib.Bert, 'text_transformer': text_lib.TextTransformer}

@@ -59,9 +59,14 @@ d = 64, 80, 96 with L = 2, 4, 3; features 320):
   total                                                            = 1,272,024
 XS and S follow the same formulas with their widths (tests/test_zoo.py checks
 all three against timm: 2,317,848 and 5,578,632).
+
+A shrunk model (`compress.structure.shrink`) has fewer heads, MLP neurons or
+layers in its transformers: `layer_heads` / `layer_mlp_dims` then give one
+width per transformer layer, all stages in order, and the head width stays
+transformer_dim // num_heads.
 """
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -78,6 +83,31 @@ def make_divisible(v: float, divisor: int = 8) -> int:
   (MobileNet's rule, as timm applies it to the expanded width)."""
   new = max(divisor, int(v + divisor / 2) // divisor * divisor)
   return new + divisor if new < 0.9 * v else new
+
+
+def transformer_widths(transformer_dims: Sequence[int],
+                       transformer_depths: Sequence[int], num_heads: int,
+                       mlp_ratio: float, layer_heads: Optional[Sequence[int]] = None,
+                       layer_mlp_dims: Optional[Sequence[int]] = None):
+  """Per stage, (heads per layer, MLP width per layer); () for a stage without
+  a transformer. Without `layer_*` every layer has `num_heads` heads and an
+  MLP of mlp_ratio * transformer_dim (timm's)."""
+  total = sum(d for d, t in zip(transformer_depths, transformer_dims) if t)
+  for name, given in (('layer_heads', layer_heads), ('layer_mlp_dims', layer_mlp_dims)):
+    if given is not None and len(given) != total:
+      raise ValueError(f'{name} has {len(given)} entries but the transformers '
+                       f'have {total} layers (transformer_depths); give one per layer.')
+  out, start = [], 0
+  for dim, depth in zip(transformer_dims, transformer_depths):
+    depth = depth if dim else 0
+    span = slice(start, start + depth)
+    heads = (tuple(int(h) for h in layer_heads[span]) if layer_heads is not None
+             else (num_heads,) * depth)
+    mlp = (tuple(int(m) for m in layer_mlp_dims[span]) if layer_mlp_dims is not None
+           else (int(dim * mlp_ratio),) * depth)
+    out.append((heads, mlp))
+    start += depth
+  return tuple(out)
 
 
 class ConvBN(nn.Module):
@@ -150,10 +180,10 @@ class MobileViTBlock(nn.Module):
   """Local conv, unfold into patches, transformer over patches, fold, fuse."""
   features: int
   transformer_dim: int
-  transformer_depth: int
+  heads: Tuple[int, ...]     # per transformer layer
+  mlp_dims: Tuple[int, ...]  # per transformer layer
+  head_dim: int
   patch_size: int = 2
-  num_heads: int = 4
-  mlp_ratio: float = 2.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -177,9 +207,8 @@ class MobileViTBlock(nn.Module):
     y = y.reshape(b, nh, p, nw, p, d).transpose(0, 2, 4, 1, 3, 5)
     y = y.reshape(b * p * p, nh * nw, d)
     y = vit.Encoder(
-        num_heads=(self.num_heads,) * self.transformer_depth,
-        mlp_dim=(int(self.transformer_dim * self.mlp_ratio),) * self.transformer_depth,
-        head_dim=self.transformer_dim // self.num_heads, num_prefix_tokens=0,
+        num_heads=tuple(self.heads), mlp_dim=tuple(self.mlp_dims),
+        head_dim=self.head_dim, num_prefix_tokens=0,
         add_position_embedding=False, activation='silu', norm_epsilon=1e-5,
         name='Transformer', **kw)(y, train=train)
     y = y.reshape(b, p, p, nh, nw, d).transpose(0, 3, 1, 4, 2, 5)
@@ -206,12 +235,17 @@ class MobileViT(nn.Module):
   patch_size: int = 2
   num_heads: int = 4
   mlp_ratio: float = 2.0
+  layer_heads: Optional[Tuple[int, ...]] = None     # a shrunk model's
+  layer_mlp_dims: Optional[Tuple[int, ...]] = None  # a shrunk model's
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    widths = transformer_widths(self.transformer_dims, self.transformer_depths,
+                                self.num_heads, self.mlp_ratio,
+                                self.layer_heads, self.layer_mlp_dims)
     x = ConvBN(self.stem_width, 3, 2, name='stem', **kw)(
         images.astype(self.dtype), train=train)
     for s, width in enumerate(self.widths):
@@ -220,10 +254,10 @@ class MobileViT(nn.Module):
                              self.expansion[s], name=f'stages_{s}_{i}', **kw)(
                                  x, train=train)
       if self.transformer_dims[s]:
-        x = MobileViTBlock(width, self.transformer_dims[s],
-                           self.transformer_depths[s], self.patch_size,
-                           self.num_heads, self.mlp_ratio,
-                           name=f'stages_{s}_{self.depths[s]}', **kw)(
+        x = MobileViTBlock(width, self.transformer_dims[s], *widths[s],
+                           self.transformer_dims[s] // self.num_heads,
+                           self.patch_size, name=f'stages_{s}_{self.depths[s]}',
+                           **kw)(
                                x, train=train)
     x = ConvBN(self.num_features, 1, name='final_conv', **kw)(x, train=train)
     x = jnp.mean(x, axis=(1, 2))
