@@ -93,10 +93,10 @@ def test_model_zoo_shows_published_counts_and_measured_speed():
   assert re.search(r'^Ti_16 +5717416 +197 +2\.54 +21\.8$', out, re.M), out
   assert re.search(r'^S_16 +22050664 +197 +9\.26 +84\.1$', out, re.M), out
   assert 'Ti_16 at 384 px: 5,790,376 params, 577 tokens' in out
-  # zoo_measure's table: params, GFLOPs, MiB, measured img/s at batch 1 and
-  # the large batch, then the published columns ('-': none for tiny models).
+  # zoo_measure's table: px, params, GFLOPs, MiB, measured img/s at batch 1
+  # and the large batch, then the published columns ('-': none for tiny models).
   for name in ('Nano_2', 'Micro_2'):
-    speed = re.search(rf'^{name} +\d+ +[\d.]+ +[\d.]+ +([\d.]+) +([\d.]+) \|'
+    speed = re.search(rf'^{name} +8 +\d+ +[\d.]+ +[\d.]+ +([\d.]+) +([\d.]+) \|'
                       r' +- +- +-$', out, re.M)
     assert speed, out
     assert float(speed.group(1)) > 0 and float(speed.group(2)) > 0
