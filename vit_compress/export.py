@@ -268,14 +268,14 @@ def _define_flags():
 
 
 def run_optimized(model: str, input_shape: Sequence[str], output_path: str,
-                  **kwargs) -> int:
+                  verbose: bool = False, **kwargs) -> int:
   """`--model=...`: edge.export_optimized; bad input is one `error:` line, exit 2.
 
   `input_shape` as the flag gives it (strings); `kwargs` go to export_optimized.
   """
-  import sys  # pylint: disable=g-import-not-at-top
   from vit_compress import edge  # pylint: disable=g-import-not-at-top
-  try:
+
+  def work():
     if not input_shape or not output_path:
       raise ValueError('--model needs --input_shape=batch,height,width,3 (e.g. '
                        '1,224,224,3) and --output_path=<directory>.')
@@ -285,14 +285,9 @@ def run_optimized(model: str, input_shape: Sequence[str], output_path: str,
       raise ValueError(f'--input_shape={",".join(input_shape)}: give integers, '
                        'e.g. --input_shape=1,224,224,3.') from None
     manifest = edge.export_optimized(model, shape, output_path, **kwargs)
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    logging.debug('Traceback:', exc_info=True)
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    print(f'error: {message}', file=sys.stderr)
-    return 2
-  print(json.dumps({k: manifest[k] for k in ('chosen', 'fastest_float',
-                                             'chosen_speedup_over_fastest_float')}))
-  return 0
+    print(json.dumps({k: manifest[k] for k in (
+        'chosen', 'fastest_float', 'chosen_speedup_over_fastest_float')}))
+  return cli.report(work, verbose)
 
 
 # What a saved model records about its data (`checkpoint.recorded_data`), which
@@ -327,7 +322,7 @@ def main(argv):
         f.model, f.input_shape, f.output_path, checkpoint_path=f.checkpoint,
         random_init=f.random_init, num_classes=f.num_classes, dataset=f.dataset,
         data_dir=f.data_dir, num_calibration=f.num_calibration, threads=f.threads,
-        rounds=f.rounds))
+        rounds=f.rounds, verbose=f.verbose))
   sys.exit(cli.report(lambda: command(
       f.workdir, f.format, config=f.config, model_dir=f.model_dir,
       out_dir=f.out_dir, data_dir=f.data_dir, num_calibration=f.num_calibration,
