@@ -47,6 +47,7 @@ Flat = Dict[str, Any]
 PARAMS_DIR = 'params'               # orbax-written arrays of a saved model
 CONFIG_FILE = 'model_config.json'   # the model config that rebuilds them
 EXTRA_FILE = 'extra.json'           # optional metadata given to save_model
+MODEL_SUBDIR = 'model'              # a training workdir's (or stage's) saved model
 
 _POSEMB = 'Transformer/posembed_input/pos_embedding'
 _PREFIX_TOKENS = ('cls', 'dist')    # tokens before the patch grid, in order
@@ -490,6 +491,17 @@ def save_model(directory: str, params: PyTree,
 
 def is_saved_model(path: str) -> bool:
   return tf.io.gfile.exists(os.path.join(os.fspath(path), CONFIG_FILE))
+
+
+def find_model_dir(path: str) -> Optional[str]:
+  """The saved model at `path`, or at `path`/model (a training workdir's); None
+  when neither holds a model config beside its params."""
+  path = os.fspath(path)
+  for candidate in (path, os.path.join(path, MODEL_SUBDIR)):
+    if is_saved_model(candidate) and tf.io.gfile.isdir(
+        os.path.join(candidate, PARAMS_DIR)):
+      return candidate
+  return None
 
 
 def load_model(directory: str, with_extra: bool = False):

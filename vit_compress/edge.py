@@ -133,20 +133,12 @@ def _read_config(path: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _model_dir(path: str) -> Optional[str]:
-  """The saved model at `path`, or at `path`/model (a training workdir)."""
-  for candidate in (path, os.path.join(path, 'model')):
-    if checkpoint.is_saved_model(candidate):
-      return candidate
-  return None
-
-
 def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = None,
                    random_init: bool = False, num_classes: Optional[int] = None
                    ) -> ml_collections.ConfigDict:
   """The model config `model` names, read without loading weights (for early checks)."""
   model = os.fspath(model)
-  directory = _model_dir(model)
+  directory = checkpoint.find_model_dir(model)
   if directory:
     return _read_config(directory)
   if model.endswith('.npz'):
@@ -184,7 +176,7 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
   config = resolve_config(model, size, checkpoint_path=checkpoint_path,
                           random_init=random_init, num_classes=num_classes)
-  directory = _model_dir(os.fspath(model))
+  directory = checkpoint.find_model_dir(os.fspath(model))
   info = {'source': os.fspath(model), 'dataset': None}
   if directory:
     config, params = checkpoint.load_model(directory)
@@ -215,7 +207,7 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
 
 
 def _recorded_dataset(path) -> Optional[str]:
-  directory = _model_dir(os.fspath(path))
+  directory = checkpoint.find_model_dir(os.fspath(path))
   if not directory:
     return None
   model_config = checkpoint.read_model_config(

@@ -47,7 +47,7 @@ from vit_compress import workdir as workdir_lib
 from vit_compress.eval import classification
 from vit_compress.eval import profiling
 
-MODEL_SUBDIR = 'model'      # where training saves its final model
+MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # where training saves its final model
 EXPORT_SUBDIR = 'export'
 SUMMARY_FILE = 'summary.json'
 FORMATS = ('npz', 'artifact', 'tflite', 'tflite_int8')
@@ -56,10 +56,9 @@ FORMATS = ('npz', 'artifact', 'tflite', 'tflite_int8')
 # ------------------------------------------------------------------ reading
 def find_saved_model(workdir: str) -> str:
   """The saved-model directory in a workdir (or the workdir itself)."""
-  for candidate in (os.path.join(workdir, MODEL_SUBDIR), workdir):
-    if (checkpoint.is_saved_model(candidate) and
-        tf.io.gfile.exists(os.path.join(candidate, checkpoint.PARAMS_DIR))):
-      return candidate
+  found = checkpoint.find_model_dir(workdir)
+  if found:
+    return found
   raise FileNotFoundError(
       f'No saved model in {workdir}: expected {workdir}/{MODEL_SUBDIR}/ (written '
       'when training finishes) holding model_config.json and params/. Finish '

@@ -56,11 +56,12 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from vit_compress import checkpoint
 from vit_compress.config_sections import to_dict
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import Registry
 
-MODEL_SUBDIR = 'model'   # where train, shrink and quantize stages put their model
+MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # where train, shrink and quantize stages put their model
 _SECTIONS_REPLACED_WHOLE = ('model',)  # a model override is a whole model
 
 
@@ -130,7 +131,6 @@ def _check_input(settings, where: str) -> None:
 
 
 def _saved_model(path: str, where: str) -> str:
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   if not checkpoint.is_saved_model(path):
     raise FileNotFoundError(f'{where}: {path} is not a saved model directory '
                             '(no model_config.json).')
@@ -141,7 +141,6 @@ def _saved_model(path: str, where: str) -> str:
 def _model_of_init_from(config, overrides) -> None:
   """A stage that fine-tunes a saved model (init_from, no model of its own, no
   student_init) trains that model's architecture, e.g. a lowrank stage's."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   init_from = config.get('init_from')
   if ('model' in to_dict(overrides) or not init_from
       or any(v is not None for k, v in to_dict(config.get('student_init')).items()
@@ -172,7 +171,6 @@ STAGES.register('train')(StageKind(
 # ------------------------------------------------------------------ import
 def _import(ctx: Context) -> Dict[str, Any]:
   """A public vit_jax / big_vision .npz as a saved model the later stages read."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   settings = ctx.settings
@@ -269,7 +267,6 @@ def _calibration_batches(config, limit: int):
 
 
 def _quantize(ctx: Context) -> Dict[str, Any]:
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
   from vit_compress.eval import profiling  # pylint: disable=g-import-not-at-top
   source = _saved_model(ctx.settings.input, f'stage {ctx.name!r} input')
@@ -349,7 +346,6 @@ def _load_variant(variant):
 def load_artifact(path: str, tome_r: int = 0):
   """(module, params, model_config) of any saved model: trained, pruned,
   shrunk or quantized (the one loader reports and predict use)."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
   model_config, params = checkpoint.load_model(path)

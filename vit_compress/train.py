@@ -598,8 +598,8 @@ def _save_final_model(config, workdir, state, eval_metrics, info):
         _to_host(state['masks']), params)
   model_config = ml_collections.ConfigDict(config.model.to_dict(), type_safe=False)
   model_config.inference = inference_section(config, info)
-  checkpoint.save_model(os.path.join(workdir, 'model'), params, model_config,
-                        extra=extra, overwrite=True)
+  checkpoint.save_model(os.path.join(workdir, checkpoint.MODEL_SUBDIR), params,
+                        model_config, extra=extra, overwrite=True)
 
 
 def _to_host(tree):

@@ -250,14 +250,13 @@ def resolve_model_dir(path: str, key: str) -> str:
   if not tf.io.gfile.isdir(path):
     raise ValueError(f'{key}={path!r} is a file, not a saved model directory: give '
                      'the directory training wrote (WORKDIR/model).')
-  if checkpoint.is_saved_model(path) and tf.io.gfile.isdir(
-      os.path.join(path, checkpoint.PARAMS_DIR)):
+  found = checkpoint.find_model_dir(path)
+  if found == path:
     return path
-  inner = os.path.join(path, 'model')
-  if checkpoint.is_saved_model(inner):
+  if found:
     logging.info('%s=%s is a training workdir: using its model, %s.', key, path,
-                 inner)
-    return inner
+                 found)
+    return found
   raise ValueError(f'{key}={path!r} is a directory but not a saved model (no '
                    f'{checkpoint.CONFIG_FILE} beside {checkpoint.PARAMS_DIR}/), '
                    'nor a workdir with a finished model/: give WORKDIR/model of a '
