@@ -21,13 +21,13 @@ done) on the embedded `digits` data, on a CPU:
 `python -m vit_compress.compress.lowrank --model=... --out=... --ratio=0.5`
 does the lowrank stage alone on any saved model.
 
-Measured once (seed 0; AMD EPYC, 2 cores shared with other jobs, load
-average about 15, so the img/s are noise, not a speed-up; jax 0.10): the
-teacher 99.15 % top-1 (202,698 parameters), factorised at ratio 0.25 with no
-training 97.18 % (102,346 parameters, 3.88 vs 7.29 MFLOPs per image, one-file
-artifact 0.392 vs 0.775 MiB), fine-tuned 400 steps by distillation 98.87 %
-(agrees with the teacher on 98.59 % of the 355 test images). One run, one
-seed: a range over seeds is not measured yet.
+Measured over seeds 0-2 (`--config.seed=N`; AMD EPYC Zen 4, 2 cores shared
+with other jobs, so the img/s are noise, not a speed-up; jax 0.10.2):
+teacher (Micro_2, 202,698 parameters) 98.03-99.15 % top-1; factorised at
+ratio 0.25 with no training (102,346 parameters, 3.88 vs 7.29 MFLOPs per
+image, one-file artifact 402 vs 793 KiB) 96.90-97.18 %; fine-tuned 400 steps
+by distillation 98.59-98.87 %, i.e. from 0.56 points above to 0.28 below its own
+teacher. Seed 0 ran on a loaded machine, seeds 1-2 side by side.
 """
 import ml_collections
 
