@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from processes import free_port, results, start_python
 from vit_compress import data
+from vit_compress import experiment
 from vit_compress import registry
 from vit_compress import zoo
 
@@ -23,13 +24,14 @@ PP_EVAL = 'decode|value_range(-1, 1)|onehot'
 
 
 def _config(data_dir, **overrides):
+  """A completed experiment config (the pipeline reads fields as they are)."""
   config = ml_collections.ConfigDict(dict(
       dataset='digits', data_dir=data_dir, train_split='train',
       eval_split='test', pp_train=PP_TRAIN, pp_eval=PP_EVAL, batch_size=32,
       eval_batch_size=100, seed=0, shuffle_buffer=10_000, prefetch=2,
       cache=False))
   config.update(overrides)
-  return config
+  return experiment.complete(config)
 
 
 def _with(config, **overrides):

@@ -2,7 +2,10 @@
 
 A mesh config is a list of (axis name, size) pairs, e.g. `[('data', -1)]`
 (pure data parallelism) or `[('data', 4), ('model', 2)]`; -1 takes the
-remaining devices. Batches are split over every axis except 'model'.
+remaining devices. Batches are split over every axis except 'model'; this
+module alone owns that batch layout (`batch_sharding`, `check_batch_size`,
+`local_rows`: which rows of a global batch each process holds), and the
+input pipeline (data/pipeline.py) calls it.
 
 Partition rules are (regex over '/'-joined parameter path, spec) pairs where
 the spec is a tuple with one entry per array dimension (an axis name, a
@@ -22,6 +25,7 @@ A dimension that its axes do not divide falls back to replicated (logged)
 instead of failing, so a pruned model with odd head counts still runs.
 `state_shardings` shards optimiser state like the parameters it mirrors.
 """
+import collections
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -115,26 +119,84 @@ def _describe(devices) -> str:
           f'{jax.process_count()} process(es).')
 
 
+def default_mesh() -> Mesh:
+  """All devices on one 'data' axis."""
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
 def data_axes(mesh: Mesh) -> Tuple[str, ...]:
   """The axes a batch is split over: all but 'model'."""
   return tuple(n for n in mesh.axis_names if n != MODEL_AXIS)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over every data-like axis."""
-  return NamedSharding(mesh, PartitionSpec(data_axes(mesh)))
+def batch_sharding(mesh: Optional[Mesh] = None,
+                   batch_axes: Optional[Sequence[str]] = None) -> NamedSharding:
+  """Leading (batch) dimension split over `batch_axes` of `mesh`.
+
+  mesh defaults to `default_mesh()`; batch_axes to `data_axes(mesh)`, so the
+  batch is replicated along the tensor-parallel axis.
+  """
+  mesh = default_mesh() if mesh is None else mesh
+  axes = data_axes(mesh) if batch_axes is None else tuple(batch_axes)
+  unknown = [a for a in axes if a not in mesh.axis_names]
+  if unknown:
+    raise ValueError(f'batch_axes {unknown} are not axes of the mesh '
+                     f'{mesh.axis_names}.')
+  return NamedSharding(mesh, PartitionSpec(axes))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_size(batch_size: int, mesh: Mesh, what: str = 'config.batch_size'):
-  """Errors early when a batch cannot be split evenly over the data axes."""
-  shards = math.prod(mesh.shape[a] for a in data_axes(mesh))
-  if batch_size % shards:
-    raise ValueError(f'{what}={batch_size} is not divisible by the {shards} data '
-                     f'shards of mesh {dict(mesh.shape)}; use a multiple of {shards}.')
+def _batch_axes(layout: Union[Mesh, NamedSharding]) -> Tuple[Any, Tuple[str, ...]]:
+  """(mesh, batch axes) of a mesh (its data_axes) or of a batch sharding."""
+  if not isinstance(layout, NamedSharding):
+    return layout, data_axes(layout)
+  spec = layout.spec[0] if layout.spec else None
+  return layout.mesh, (spec,) if isinstance(spec, str) else tuple(spec or ())
+
+
+def check_batch_size(batch_size, layout: Union[Mesh, NamedSharding],
+                     what: str = 'config.batch_size') -> None:
+  """Errors early when a global batch cannot be split evenly over the
+  processes and over the devices along its batch axes.
+
+  layout: a mesh (the batch split over `data_axes`) or a `batch_sharding`.
+  """
+  mesh, axes = _batch_axes(layout)
+  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f'{what} must be a positive integer, got {batch_size!r}.')
+  devices = math.prod(mesh.shape[a] for a in axes)
+  processes = jax.process_count()
+  for count, where in (
+      (devices, f'{devices} devices along mesh axes {axes} of mesh {dict(mesh.shape)}'),
+      (processes, f'{processes} processes')):
+    if batch_size % count:
+      fix = count * max(1, round(batch_size / count))
+      raise ValueError(f'{what}={batch_size} is not divisible by the {where}: the '
+                       f'global batch must split evenly; use e.g. {fix} (a '
+                       f'multiple of {count}).')
+
+
+def local_rows(sharding: jax.sharding.Sharding,
+               global_batch: int) -> Tuple[int, ...]:
+  """Rows of the global batch that this process's devices hold, ascending.
+
+  Ascending is the order `jax.make_array_from_process_local_data` reads a
+  process's local batch in (distinct device shards by their first row).
+  Processes whose devices hold the same rows are replicas and build the
+  same local batches.
+  """
+  rows = collections.defaultdict(set)
+  for device, index in sharding.devices_indices_map((global_batch,)).items():
+    start, stop, _ = index[0].indices(global_batch)
+    rows[device.process_index].update(range(start, stop))
+  sizes = {len(r) for r in rows.values()}
+  if len(sizes) != 1:
+    raise ValueError(f'Cannot split a batch of {global_batch} evenly between '
+                     f'the processes of {sharding}.')
+  return tuple(sorted(rows[jax.process_index()]))
 
 
 # ---------------------------------------------------------------- rules

@@ -539,8 +539,7 @@ def _next_batch(train_iter, step: int, last_saved: int, config):
     return next(train_iter)
   except tf.errors.OpError as e:
     source = data.get_source(config.dataset, config.data_dir)
-    bad = (source.undecodable(config.train_split)
-           if hasattr(source, 'undecodable') else [])
+    bad = source.undecodable(config.train_split)
     files = (f'; files that do not decode: {", ".join(bad[:5])}'
              f'{" ..." if len(bad) > 5 else ""}' if bad else '')
     raise ValueError(

@@ -23,9 +23,7 @@ from vit_compress.data import ops_keys
 from vit_compress.data import ops_text
 from vit_compress.data.captions import caption_texts
 from vit_compress.data.captions import TEMPLATES
-from vit_compress.data.pipeline import batch_sharding
 from vit_compress.data.pipeline import BatchIterator
-from vit_compress.data.pipeline import default_mesh
 from vit_compress.data.pipeline import make_eval_dataset
 from vit_compress.data.pipeline import make_eval_iterator
 from vit_compress.data.pipeline import make_train_dataset
@@ -36,5 +34,9 @@ from vit_compress.data.sources import DatasetInfo
 from vit_compress.data.sources import DatasetNotPreparedError
 from vit_compress.data.sources import get_dataset_info
 from vit_compress.data.sources import get_source
+from vit_compress.data.sources import SOURCES
+from vit_compress.data.source import Source
 from vit_compress.data.tokenizers import BYTES_VOCAB_SIZE
 from vit_compress.data.tokenizers import get_tokenizer
+from vit_compress.sharding import batch_sharding
+from vit_compress.sharding import default_mesh

@@ -19,8 +19,10 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from vit_compress.data import sources
+from vit_compress.data import source
+from vit_compress.data import splits as splits_lib
 
+PREFIX = 'folder:'   # config.dataset = PREFIX + root
 EXTENSIONS = ('.jpg', '.jpeg', '.png')
 LAYOUT = 'ROOT/{train,test}/<class>/*.{jpg,jpeg,png}'
 
@@ -61,6 +63,9 @@ def _check_readable(files: List[str]) -> None:
 class FolderSource:
   """Lists ROOT once; reads files lazily (after shuffling and skipping)."""
 
+  # Records are file names: a whole-split shuffle is cheap.
+  full_shuffle = True
+
   def __init__(self, root: str):
     if not root or not tf.io.gfile.isdir(root):
       raise FileNotFoundError(
@@ -93,16 +98,16 @@ class FolderSource:
     splits = {k: len(v[0]) for k, v in self._files.items()}
     logging.info('Folder dataset %s: %d classes, splits %s.', root,
                  len(class_names), splits)
-    self.info = sources.DatasetInfo(
-        name=sources.FOLDER_PREFIX + root, num_classes=len(class_names),
+    self.info = source.DatasetInfo(
+        name=PREFIX + root, num_classes=len(class_names),
         class_names=tuple(class_names), splits=splits,
-        default_eval_split=sources._default_eval_split(splits))  # pylint: disable=protected-access
+        default_eval_split=splits_lib.default_eval_split(splits))
 
   def read(self, split: str, shard_index: int = 0,
            num_shards: int = 1) -> Tuple[tf.data.Dataset, int]:
     """Shard `shard_index` of `num_shards` of `split` (paths), and its size."""
     paths, labels = [], []
-    for part in sources.absolute_split(split, self.info.splits):
+    for part in splits_lib.absolute_split(split, self.info.splits):
       all_paths, all_labels = self._files[part.splitname]
       paths.append(all_paths[part.from_:part.to])
       labels.append(all_labels[part.from_:part.to])
@@ -115,7 +120,7 @@ class FolderSource:
     """Files of `split` that fail to decode (after a read error mid-run; it
     decodes every file, so it gives up after `limit_seconds`)."""
     bad, start = [], time.time()
-    for part in sources.absolute_split(split, self.info.splits):
+    for part in splits_lib.absolute_split(split, self.info.splits):
       for path in self._files[part.splitname][0][part.from_:part.to]:
         if time.time() - start > limit_seconds:
           return bad

@@ -10,6 +10,13 @@ encoded) and keeps the rows of each global batch that its devices hold
 decoding and augmenting them: the expensive work is still split between
 processes. The global batch is laid out with NamedSharding(mesh,
 P(batch_axes)); processes that hold the same rows build the same local batch.
+That layout (which rows a process holds, which batch sizes split evenly) is
+sharding.py's; this module calls it.
+
+`config` is a completed experiment config (`experiment.complete`): fields are
+read as they are, and their defaults live in `experiment.defaults()` only.
+The source (sources.py) is asked, never type-tested, for what differs between
+datasets (`Source.full_shuffle`, `Source.load`).
 
 The price: every process reads every raw record of the split (other
 processes' rows are read, then dropped), i.e. each host reads the *global*
@@ -36,7 +43,6 @@ Batches: 'image', 'label' (int32), 'labels', 'tokens', ... whatever the pp
 string produced, minus strings and '_' keys, plus 'mask' (float32).
 """
 import collections
-import math
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from absl import logging
@@ -46,72 +52,14 @@ import tensorflow as tf
 
 from vit_compress.data import preprocess
 from vit_compress.data import sources
+# The batch layout is sharding.py's; these names stay importable from here.
+from vit_compress.sharding import batch_sharding
+from vit_compress.sharding import check_batch_size
+from vit_compress.sharding import default_mesh  # pylint: disable=unused-import
+from vit_compress.sharding import local_rows
 
 AUTOTUNE = tf.data.AUTOTUNE
 _FOREVER = 2**62
-MODEL_AXIS = 'model'   # never a batch axis by default (see sharding.py)
-
-
-# ------------------------------------------------------------------ sharding
-def default_mesh() -> jax.sharding.Mesh:
-  """All devices on one 'data' axis."""
-  return jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
-
-
-def batch_sharding(mesh: Optional[jax.sharding.Mesh] = None,
-                   batch_axes: Optional[Sequence[str]] = None
-                   ) -> jax.sharding.NamedSharding:
-  """NamedSharding splitting the leading (batch) axis over `batch_axes`.
-
-  batch_axes defaults to every mesh axis but 'model' (as in sharding.py):
-  the batch is replicated along the tensor-parallel axis.
-  """
-  mesh = mesh if mesh is not None else default_mesh()
-  if batch_axes is None:
-    batch_axes = [a for a in mesh.axis_names if a != MODEL_AXIS]
-  axes = tuple(batch_axes)
-  unknown = [a for a in axes if a not in mesh.axis_names]
-  if unknown:
-    raise ValueError(f'batch_axes {unknown} are not axes of the mesh '
-                     f'{mesh.axis_names}.')
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes))
-
-
-def local_rows(sharding: jax.sharding.Sharding,
-               global_batch: int) -> Tuple[int, ...]:
-  """Rows of the global batch that this process's devices hold, ascending.
-
-  Ascending is the order `jax.make_array_from_process_local_data` reads a
-  process's local batch in (distinct device shards by their first row).
-  Processes whose devices hold the same rows are replicas and build the
-  same local batches.
-  """
-  rows = collections.defaultdict(set)
-  for device, index in sharding.devices_indices_map((global_batch,)).items():
-    start, stop, _ = index[0].indices(global_batch)
-    rows[device.process_index].update(range(start, stop))
-  sizes = {len(r) for r in rows.values()}
-  if len(sizes) != 1:
-    raise ValueError(f'Cannot split a batch of {global_batch} evenly between '
-                     f'the processes of {sharding}.')
-  return tuple(sorted(rows[jax.process_index()]))
-
-
-def check_batch_size(batch_size, sharding, name='config.batch_size') -> None:
-  """The global batch must split evenly over processes and batch devices."""
-  spec = sharding.spec[0] if sharding.spec else None
-  axes = (spec,) if isinstance(spec, str) else tuple(spec or ())
-  devices = math.prod(sharding.mesh.shape[a] for a in axes)
-  processes = jax.process_count()
-  if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f'{name} must be a positive integer, got '
-                     f'{batch_size!r}.')
-  for count, what in ((devices, f'{devices} devices along mesh axes {axes}'),
-                      (processes, f'{processes} processes')):
-    if batch_size % count:
-      fix = count * max(1, round(batch_size / count))
-      raise ValueError(f'{name}={batch_size} (the global batch) must be '
-                       f'divisible by the {what}; use e.g. {fix}.')
 
 
 # ---------------------------------------------------------- tf.data streams
@@ -120,9 +68,8 @@ def pp_context(config, info: sources.DatasetInfo) -> Dict[str, object]:
   context = {'num_classes': info.num_classes,
              'class_names': info.class_names or None,
              'image_shape': info.image_shape}
-  model = config.get('model', None)
   for key in ('max_len', 'tokenizer', 'tokenizer_model'):
-    context[key] = model.get(key, None) if model is not None else None
+    context[key] = config.model.get(key)   # set by text-tower models only
   return context
 
 
@@ -194,7 +141,7 @@ def _options() -> tf.data.Options:
 
 
 def _config_pp(config, key: str) -> str:
-  pp = config.get(key, None)
+  pp = config[key]
   if not pp:
     raise ValueError(f'config.{key} is missing: a preprocessing string such as'
                      " 'decode|resize(8)|value_range(-1, 1)|onehot'.")
@@ -208,22 +155,19 @@ def make_train_dataset(config, *, rows: Optional[Sequence[int]] = None,
   rows: ascending rows of the global batch of config.batch_size that this
     process builds (`local_rows`); None builds whole global batches.
   """
-  source = source or sources.get_source(config.dataset,
-                                        config.get('data_dir', None))
+  source = source or sources.get_source(config.dataset, config.data_dir)
   batch = config.batch_size
   rows = _all_rows(rows, batch)
   pp = preprocess.build(_config_pp(config, 'pp_train'),
                         **pp_context(config, source.info))
-  split = config.get('train_split', 'train')
+  split = config.train_split
   raw, n = source.read(split)
   if n == 0:
     raise ValueError(f'Split {split!r} of {config.dataset!r} is empty.')
-  if config.get('cache', False):
+  if config.cache:
     raw = raw.cache()
-  buffer = min(n, config.get('shuffle_buffer', 10_000) or 1)
-  if not isinstance(source, sources.TfdsSource):
-    buffer = n   # folder elements are file names: a full shuffle is cheap
-  base = _base_seed(config.get('seed', 0))
+  buffer = n if source.full_shuffle else min(n, config.shuffle_buffer)
+  base = _base_seed(config.seed)
   first_epoch, offset = divmod(start_step * batch, n)
 
   def one_epoch(epoch):
@@ -252,21 +196,19 @@ def make_eval_dataset(config, *, split: Optional[str] = None,
   rows: ascending rows of each global batch of eval_batch_size(config) that
     this process builds; None builds whole global batches.
   """
-  source = source or sources.get_source(config.dataset,
-                                        config.get('data_dir', None))
+  source = source or sources.get_source(config.dataset, config.data_dir)
   batch = eval_batch_size(config)
   rows = _all_rows(rows, batch)
   pp = preprocess.build(_config_pp(config, 'pp_eval'),
                         **pp_context(config, source.info))
-  split = split or config.get('eval_split', None) or (
-      source.info.default_eval_split)
+  split = split or config.eval_split or source.info.default_eval_split
   total = source.info.num_examples(split)
   num_batches = -(-total // batch)
   raw, n = source.read(split)
   if total == 0 or n != total:
     raise ValueError(f'Cannot evaluate split {split!r} of {config.dataset!r}: '
                      f'{total} examples expected, {n} read.')
-  base = _base_seed(config.get('seed', 0))
+  base = _base_seed(config.seed)
   ds = _keep_rows(raw.enumerate(), rows, batch)
   ds = ds.map(lambda i, ex: _finalize(pp(source.load(_with_seed(base, i, ex))),
                                       1.0),
@@ -282,7 +224,7 @@ def make_eval_dataset(config, *, split: Optional[str] = None,
 
 
 def eval_batch_size(config) -> int:
-  return config.get('eval_batch_size', None) or config.batch_size
+  return config.eval_batch_size or config.batch_size
 
 
 # ----------------------------------------------------------- global batches
@@ -336,8 +278,7 @@ def make_train_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
   check_batch_size(config.batch_size, sharding)
   ds = make_train_dataset(config, rows=local_rows(sharding, config.batch_size),
                           start_step=start_step)
-  return BatchIterator(ds, sharding, config.batch_size,
-                       config.get('prefetch', 2))
+  return BatchIterator(ds, sharding, config.batch_size, config.prefetch)
 
 
 def make_eval_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
@@ -350,8 +291,7 @@ def make_eval_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
   check_batch_size(batch, sharding, 'config.eval_batch_size')
   ds, num_batches = make_eval_dataset(
       config, split=split, rows=local_rows(sharding, batch))
-  return BatchIterator(ds, sharding, batch, config.get('prefetch', 2),
-                       num_batches)
+  return BatchIterator(ds, sharding, batch, config.prefetch, num_batches)
 
 
 def validate_config(config, mesh: Optional[jax.sharding.Mesh] = None,
@@ -363,13 +303,12 @@ def validate_config(config, mesh: Optional[jax.sharding.Mesh] = None,
   pp op known with valid arguments, batch sizes divisible by the processes
   and by the devices the batch is split over. Reads no examples.
   """
-  if not config.get('dataset', None):
+  if not config.dataset:
     raise ValueError("config.dataset is missing: e.g. 'digits', 'cifar10', "
                      "'folder:/path/to/root'.")
-  source = sources.get_source(config.dataset, config.get('data_dir', None))
-  info = source.info
-  train_split = config.get('train_split', 'train')
-  eval_split = config.get('eval_split', None) or info.default_eval_split
+  info = sources.get_source(config.dataset, config.data_dir).info
+  train_split = config.train_split
+  eval_split = config.eval_split or info.default_eval_split
   for key, split in (('train_split', train_split), ('eval_split', eval_split)):
     try:
       info.num_examples(split)
@@ -377,9 +316,9 @@ def validate_config(config, mesh: Optional[jax.sharding.Mesh] = None,
       raise ValueError(f'config.{key}: {e}') from None
   context = pp_context(config, info)
   for key in ('pp_train', 'pp_eval'):
-    if config.get(key, None):
+    if config[key]:
       preprocess.build(config[key], **context)
   sharding = batch_sharding(mesh, batch_axes)
-  check_batch_size(config.get('batch_size', None), sharding)
+  check_batch_size(config.batch_size, sharding)
   check_batch_size(eval_batch_size(config), sharding, 'config.eval_batch_size')
   return info

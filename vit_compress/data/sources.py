@@ -1,185 +1,89 @@
-"""Where examples come from: a TFDS dataset by name, or an image folder.
+"""Where examples come from: `config.dataset` names a source, by prefix.
 
-`config.dataset` names the source:
   'digits'                the embedded dataset (prepares itself, offline);
   'cifar10', 'imagenet2012', 'oxford_iiit_pet:4.*.*', ...  any TFDS dataset
-                          prepared under config.data_dir;
+                          prepared under config.data_dir (tfds_source.py);
+                          'tfds:NAME' says so explicitly;
   'folder:/path/to/root'  ROOT/<split>/<class>/*.{jpg,jpeg,png} (folder.py).
 
-A source reads a split (or one shard of it) as a deterministic tf.data
-stream of *raw* examples (images still encoded), so that shuffling, skipping,
-caching and picking a process's rows (pipeline.py) happen before any
-decoding; `load` then finishes an example (reads a file) just before
-preprocessing.
-"""
-import dataclasses
-import types
-from typing import Dict, Optional, Tuple
+SOURCES maps each prefix to a factory `(rest of the name, data_dir) ->
+Source` (source.py). A prefix ending in ':' takes whatever follows it; a bare
+prefix ('digits') is a whole TFDS name, optionally with ':version' or
+'/config'. A name with no registered prefix is a TFDS name; 'x:y' where y
+is not a TFDS version ('1.0.0', '4.*.*') asks for prefix 'x:', and an
+unknown one is an error listing the known prefixes.
 
-from absl import logging
-import jax
-from jax.experimental import multihost_utils
-import tensorflow as tf
-import tensorflow_datasets as tfds
+Imports go one way: this registry -> the sources (folder, tfds_source) ->
+source.py (the protocol, DatasetInfo) -> splits.py.
+"""
+import re
+from typing import Callable, Optional, Tuple
 
 from vit_compress import registry
+from vit_compress.data import folder
+from vit_compress.data import tfds_source
+from vit_compress.data.source import DatasetInfo  # pylint: disable=unused-import
+from vit_compress.data.source import Source
+from vit_compress.data.splits import absolute_split  # pylint: disable=unused-import
+from vit_compress.data.splits import split_size  # pylint: disable=unused-import
+from vit_compress.data.tfds_source import COMMON  # pylint: disable=unused-import
+from vit_compress.data.tfds_source import DatasetNotPreparedError  # pylint: disable=unused-import
+from vit_compress.data.tfds_source import TfdsSource  # pylint: disable=unused-import
 
-FOLDER_PREFIX = 'folder:'
+FOLDER_PREFIX = folder.PREFIX
+TFDS_PREFIX = 'tfds:'
 SELF_PREPARING = ('digits',)   # no download: built on first use
-COMMON = ('digits', 'cifar10', 'cifar100', 'imagenet2012', 'oxford_iiit_pet',
-          'oxford_flowers102', 'caltech101', 'svhn_cropped', 'mnist')
+
+SourceFactory = Callable[[str, Optional[str]], Source]
+SOURCES: registry.Registry[SourceFactory] = registry.Registry('dataset prefix')
 
 
-class DatasetNotPreparedError(FileNotFoundError):
-  """A known TFDS dataset with no prepared copy in data_dir."""
+def _folder(root: str, data_dir: Optional[str]) -> Source:
+  del data_dir   # the root is the whole address
+  return folder.FolderSource(root)
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What a trainer needs to know about a dataset before reading it."""
-  name: str
-  num_classes: Optional[int]
-  class_names: Tuple[str, ...]
-  splits: Dict[str, int]          # split name -> number of examples
-  default_eval_split: str
-  image_shape: Optional[Tuple[Optional[int], ...]] = None  # stored 'image'
-
-  def num_examples(self, split: str) -> int:
-    """Size of a split string such as 'train', 'train[:98%]', 'a+b'."""
-    return split_size(split, self.splits)
-
-
-def split_size(split: str, sizes: Dict[str, int]) -> int:
-  """Examples selected by a TFDS split string, given the split sizes."""
-  return sum(i.to - i.from_ for i in absolute_split(split, sizes))
-
-
-def absolute_split(split: str, sizes: Dict[str, int]):
-  """TFDS split syntax ('train[10%:]+test') -> [(splitname, from_, to)]."""
-  infos = {k: types.SimpleNamespace(num_examples=n) for k, n in sizes.items()}
-  try:
-    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-  except (ValueError, AssertionError) as e:
-    raise ValueError(f'Bad split {split!r}: {e} Known splits: '
-                     f'{", ".join(sorted(sizes))}; slices look like '
-                     "'train[:98%]', 'train[98%:]', 'test[:100]'.") from None
-  return [types.SimpleNamespace(
-      splitname=i.splitname, from_=i.from_ or 0,
-      to=sizes[i.splitname] if i.to is None else i.to) for i in instructions]
-
-
-def _default_eval_split(splits) -> str:
-  for name in ('test', 'validation', 'val'):
-    if name in splits:
-      return name
-  others = [s for s in splits if s != 'train']
-  return (others or list(splits))[0]
-
-
-def _unknown_dataset(name: str, known) -> registry.UnknownNameError:
-  close = registry.unknown_name_message('dataset', name, known)
-  close = close.split(' Known:')[0]
-  return registry.UnknownNameError(
-      f'{close} Known: {", ".join(COMMON)}, and the other '
-      f'{len(known) - len(COMMON)} TFDS datasets listed by '
-      "`tfds.list_builders()`; or 'folder:/path/to/root' for "
-      'ROOT/{train,test}/<class>/*.{jpg,jpeg,png}.')
-
-
-def _not_prepared(name: str, data_dir: str) -> DatasetNotPreparedError:
+def _tfds(name: str, data_dir: Optional[str]) -> Source:
   base = name.split(':')[0].split('/')[0]
-  data_dir = str(data_dir)   # TFDS may hand over a path object
-  return DatasetNotPreparedError(
-      f'TFDS dataset {name!r} is not prepared in {data_dir!r}. Prepare it '
-      'once, on a machine with a network connection (TFDS downloads it):\n'
-      f'  tfds build {base} --data_dir={data_dir}\n'
-      "or in Python: tfds.builder('" + name + f"', data_dir='{data_dir}')"
-      '.download_and_prepare()\n'
-      'then set config.data_dir to that directory. Some datasets (e.g. '
-      'imagenet2012) need files you download by hand into '
-      f'{data_dir}/downloads/manual first; see '
-      f'https://www.tensorflow.org/datasets/catalog/{base}')
+  return tfds_source.TfdsSource(name, data_dir, prepare=base in SELF_PREPARING)
 
 
-def _prepare_once(builder, name: str, data_dir: Optional[str]):
-  """Builds a self-preparing dataset on first use, in one process only.
+SOURCES.register(FOLDER_PREFIX)(_folder)
+SOURCES.register(TFDS_PREFIX)(_tfds)
+for _name in SELF_PREPARING:
+  SOURCES.register(_name)(_tfds)
 
-  With several processes, process 0 prepares while the others wait at a
-  barrier (every process constructs the same sources, so all reach it); a
-  host whose data_dir is a local disk still lacks it then, and prepares its
-  own copy.
-  """
-  def prepare(builder):
-    logging.info('Preparing %s in %s (offline, once).', name,
-                 builder.data_dir_root)
-    builder.download_and_prepare()
-
-  multi = jax.process_count() > 1
-  if not builder.is_prepared() and (not multi or jax.process_index() == 0):
-    prepare(builder)
-  if multi:
-    multihost_utils.sync_global_devices(f'vit_compress: {name} prepared')
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-      prepare(builder)
-  return builder
+# What may follow the ':' of a TFDS name: a version such as '1.0.0' or '4.*.*'.
+_TFDS_VERSION = re.compile(r'[0-9*]+(\.[0-9*]+)*')
 
 
-class TfdsSource:
-  """A TFDS dataset; images are left encoded for the `decode` op."""
-
-  def __init__(self, name: str, data_dir: Optional[str] = None):
-    known = tfds.list_builders(with_community_datasets=False)
-    if name.split(':')[0].split('/')[0] not in known:
-      raise _unknown_dataset(name, known)
-    self.builder = tfds.builder(name, data_dir=data_dir)
-    if self.builder.name in SELF_PREPARING:
-      self.builder = _prepare_once(self.builder, name, data_dir)
-    elif not self.builder.is_prepared():
-      raise _not_prepared(name, self.builder.data_dir_root)
-    features = self.builder.info.features
-    label = features['label'] if 'label' in features else None
-    names = tuple(label.names) if isinstance(
-        label, tfds.features.ClassLabel) else ()
-    splits = {k: v.num_examples for k, v in self.builder.info.splits.items()}
-    image = features['image'] if 'image' in features else None
-    self.info = DatasetInfo(
-        name=name, num_classes=len(names) or None, class_names=names,
-        splits=splits, default_eval_split=_default_eval_split(splits),
-        image_shape=tuple(getattr(image, 'shape', ())) or None)
-    self._decoders = {k: tfds.decode.SkipDecoding() for k, f in
-                      features.items() if isinstance(f, tfds.features.Image)}
-
-  def read(self, split: str, shard_index: int = 0,
-           num_shards: int = 1) -> Tuple[tf.data.Dataset, int]:
-    """Shard `shard_index` of `num_shards` of `split`, and its size."""
-    absolute_split(split, self.info.splits)  # a clear error for a bad split
-    sub = (tfds.even_splits(split, n=num_shards)[shard_index]
-           if num_shards > 1 else split)
-    ds = self.builder.as_dataset(
-        split=sub, shuffle_files=False, decoders=self._decoders,
-        read_config=tfds.ReadConfig(try_autocache=False))
-    return ds, self.builder.info.splits[sub].num_examples
-
-  def load(self, example):
-    return example
-
-
-def get_source(name: str, data_dir: Optional[str] = None):
-  """The source for config.dataset (see module docstring)."""
-  from vit_compress.data import folder  # pylint: disable=g-import-not-at-top
+def resolve(name: str) -> Tuple[str, str]:
+  """(prefix in SOURCES, what its factory gets) for a config.dataset string."""
   if not isinstance(name, str) or not name:
     raise ValueError(f'config.dataset must be a dataset name, got {name!r}.')
-  if name.startswith(FOLDER_PREFIX):
-    return folder.FolderSource(name[len(FOLDER_PREFIX):])
-  return TfdsSource(name, data_dir)
+  head, colon, tail = name.partition(':')
+  if colon and not _TFDS_VERSION.fullmatch(tail):
+    prefix = head + colon
+    if prefix not in SOURCES:
+      raise registry.UnknownNameError(
+          registry.unknown_name_message('dataset prefix', prefix, SOURCES.names())
+          + f' (config.dataset={name!r}; a name without a prefix is a TFDS '
+          'dataset.)')
+    return prefix, tail
+  base = head.split('/')[0]
+  return (base if base in SOURCES else TFDS_PREFIX), name
+
+
+def get_source(name: str, data_dir: Optional[str] = None) -> Source:
+  """The source for config.dataset (see module docstring)."""
+  prefix, rest = resolve(name)
+  return SOURCES.get(prefix)(rest, data_dir)
 
 
 def get_dataset_info(config_or_name, data_dir: Optional[str] = None
                      ) -> DatasetInfo:
-  """DatasetInfo for a dataset name or a config with .dataset/.data_dir."""
+  """DatasetInfo for a dataset name or a completed config (.dataset, .data_dir)."""
   if isinstance(config_or_name, str):
     return get_source(config_or_name, data_dir).info
   config = config_or_name
-  return get_source(config.dataset,
-                    data_dir or config.get('data_dir', None)).info
+  return get_source(config.dataset, data_dir or config.data_dir).info
