@@ -33,6 +33,7 @@ from configs import quickstart
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import eval as eval_lib
+from vit_compress import experiment
 from vit_compress import models
 from vit_compress import recipe
 from vit_compress import stages
@@ -87,7 +88,8 @@ def main(argv):
       train.train_and_evaluate(config, workdir)
       model_config, params = checkpoint.load_model(os.path.join(workdir, 'model'))
       config.model = model_config
-      batches = [{k: v for k, v in b.items()} for b in data.make_eval_iterator(config)]
+      batches = [{k: v for k, v in b.items()}
+                 for b in data.make_eval_iterator(experiment.complete(config))]
       row = eval_lib.score_variant(name, models.build(model_config), params, batches,
                                    batch_sizes=(256,), repeats=5, min_run_s=0.1)
       rows.append(row)

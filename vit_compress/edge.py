@@ -217,7 +217,7 @@ def _recorded_dataset(path) -> Optional[str]:
 
 def _data_config(model_config, dataset: str, data_config=None):
   from vit_compress import experiment  # pylint: disable=g-import-not-at-top
-  config = experiment.defaults() if data_config is None else data_config
+  config = experiment.defaults() if data_config is None else experiment.complete(data_config)
   config = ml_collections.ConfigDict(config.to_dict())
   if data_config is None:
     size = int(model_config.image_size)

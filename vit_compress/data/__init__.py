@@ -5,7 +5,8 @@
   batch = next(train)     # {'image', 'label', 'labels', 'mask', ...}: jax.Arrays
   for batch in data.make_eval_iterator(config, mesh): ...   # 'mask' pads
 
-Importing this package registers the TFDS dataset `digits` and every
+Importing this package registers the TFDS dataset `digits`, the dataset
+sources by prefix (`SOURCES`: 'digits', 'folder:', 'tfds:'), and every
 preprocessing op, and hides GPUs from TensorFlow (JAX owns the accelerator;
 tf.data runs on the host).
 """
