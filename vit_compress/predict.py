@@ -145,6 +145,9 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
                      'part of an AugReg file name before the first "-").')
   if image_size:
     model_config.image_size = image_size
+  if model_config.get('family') == 'lit' and not model_config.get('tokenizer_model'):
+    from vit_compress.data import tokenizers  # pylint: disable=g-import-not-at-top
+    model_config.tokenizer_model = tokenizers.vocab_beside(path, model_config.tokenizer)
   return model_config, checkpoint.load_npz(path, model_config)
 
 
