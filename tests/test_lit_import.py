@@ -264,6 +264,7 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', sorted(LAYOUTS))
 def test_public_lit_file_imports_and_zero_shots(layout, vocab_file, sp_model, tmp_path):
   vocab = vocab_file if layout == 'bert' else sp_model
@@ -319,6 +320,18 @@ def test_public_lit_file_imports_and_zero_shots(layout, vocab_file, sp_model, tm
   for row, want_row in zip(top, probs):
     assert [n for n, _ in row] == [CLASSES[i] for i in np.argsort(-want_row)]
     np.testing.assert_allclose([q for _, q in row], np.sort(want_row)[::-1], rtol=1e-4)
+
+
+def test_text_transformer_file_is_named_vit_jax_lit_in_errors(sp_model, tmp_path):
+  config = LAYOUTS['text_transformer'](sp_model)
+  rng = np.random.default_rng(2)
+  arrays = {**_image_tower(config, rng),
+            **_text_transformer_tower(rng, SP_VOCAB + 1, config.max_len),
+            't': np.zeros(1, np.float32)}
+  np.savez(tmp_path / 'bad.npz', **arrays)
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r'(?s)\[vit_jax LiT\].*txt/Embed_0/embedding: \(21, 16\)'):
+    checkpoint.load_npz(str(tmp_path / 'bad.npz'), config)
 
 
 def test_flaxformer_file_that_does_not_fit_names_its_keys(vocab_file, tmp_path):

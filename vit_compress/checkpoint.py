@@ -196,8 +196,10 @@ def _our_names(flat: Flat, target: Mapping[str, Any]) -> Tuple[Flat, str, set]:
     layout += ', pre-Linen names'
   flat = _unstack_scanned_blocks(renamed, target)
   flat, bert = flaxformer_names.to_ours(flat, target)   # vit_jax LiT's BERT tower
-  if bert:
-    layout = 'vit_jax LiT, flaxformer BertEncoder'
+  if layout.startswith('big_vision') and (bert or 'img/' + _POSEMB in flat):
+    # Two towers without a prefix, the image one in vit_jax's names: vit_jax's LiT.
+    layout = layout.replace('big_vision', 'vit_jax LiT', 1) + (
+        ', flaxformer BertEncoder' if bert else '')
   posemb_scopes = set()
   for key in list(flat):
     if key.endswith('pos_embedding') and key not in target:
