@@ -118,59 +118,51 @@ def _image_tower(config, rng):
   return {f'img/{k}': _random(rng, *s.shape) for k, s in paths.flatten_with_paths(shapes)}
 
 
+def _dense(rng, name, kernel, bias):
+  return {f'{name}/kernel': _random(rng, *kernel), f'{name}/bias': _random(rng, *bias)}
+
+
+def _norm(rng, name):
+  return {f'{name}/scale': 1 + _random(rng, WIDTH), f'{name}/bias': _random(rng, WIDTH)}
+
+
 def _bert_tower(rng, vocab_size):
   """`txt/`: flaxformer BertEncoder under vit_jax's BertModel, then its head."""
   p = 'txt/BertEncoder_0/'
   a = {p + f'embedder/embedders_{n}/embedding': _random(rng, rows, WIDTH)
        for n, rows in (('token_ids', vocab_size), ('position_ids', 16),
                        ('segment_ids', 2))}
-  a[p + 'layer_norm/scale'] = 1 + _random(rng, WIDTH)
-  a[p + 'layer_norm/bias'] = _random(rng, WIDTH)
+  a.update(_norm(rng, p + 'layer_norm'))
   for i in range(LAYERS):
     layer = p + f'encoder_block/layer_sequence/layers_{i}/'
-    for n in ('query', 'key', 'value'):
-      a[layer + f'attention_block/attention_layer/{n}/kernel'] = _random(rng, WIDTH, WIDTH)
-      a[layer + f'attention_block/attention_layer/{n}/bias'] = _random(rng, WIDTH)
-    a[layer + 'attention_block/dense_layer/kernel'] = _random(rng, WIDTH, WIDTH)
-    a[layer + 'attention_block/dense_layer/bias'] = _random(rng, WIDTH)
-    a[layer + 'mlp_block/mlp/dense_layer/kernel'] = _random(rng, WIDTH, MLP)
-    a[layer + 'mlp_block/mlp/dense_layer/bias'] = _random(rng, MLP)
-    a[layer + 'mlp_block/dense_layer/kernel'] = _random(rng, MLP, WIDTH)
-    a[layer + 'mlp_block/dense_layer/bias'] = _random(rng, WIDTH)
+    for n in ('query', 'key', 'value'):   # flattened (D, H*d), as flaxformer stores them
+      a.update(_dense(rng, layer + f'attention_block/attention_layer/{n}',
+                      (WIDTH, WIDTH), (WIDTH,)))
+    a.update(_dense(rng, layer + 'attention_block/dense_layer', (WIDTH, WIDTH), (WIDTH,)))
+    a.update(_dense(rng, layer + 'mlp_block/mlp/dense_layer', (WIDTH, MLP), (MLP,)))
+    a.update(_dense(rng, layer + 'mlp_block/dense_layer', (MLP, WIDTH), (WIDTH,)))
     for block in ('attention_block', 'mlp_block'):
-      a[layer + f'{block}/layer_norm/scale'] = 1 + _random(rng, WIDTH)
-      a[layer + f'{block}/layer_norm/bias'] = _random(rng, WIDTH)
-  a['txt/head/kernel'] = _random(rng, WIDTH, OUT)
-  a['txt/head/bias'] = _random(rng, OUT)
-  return a
+      a.update(_norm(rng, layer + f'{block}/layer_norm'))
+  return {**a, **_dense(rng, 'txt/head', (WIDTH, OUT), (OUT,))}
 
 
 def _text_transformer_tower(rng, vocab_size, length):
   """`txt/`: vit_jax's TextTransformer (Embed_0, pos_embedding, Encoder_0, head)."""
   a = {'txt/Embed_0/embedding': _random(rng, vocab_size, WIDTH),
        'txt/pos_embedding': _random(rng, 1, length, WIDTH)}
+  d = WIDTH // HEADS
   for i in range(LAYERS):
     block = f'txt/Encoder_0/encoderblock_{i}/'
+    attn = block + 'MultiHeadDotProductAttention_0/'
     for n in ('query', 'key', 'value'):
-      a[block + f'MultiHeadDotProductAttention_0/{n}/kernel'] = _random(
-          rng, WIDTH, HEADS, WIDTH // HEADS)
-      a[block + f'MultiHeadDotProductAttention_0/{n}/bias'] = _random(
-          rng, HEADS, WIDTH // HEADS)
-    a[block + 'MultiHeadDotProductAttention_0/out/kernel'] = _random(
-        rng, HEADS, WIDTH // HEADS, WIDTH)
-    a[block + 'MultiHeadDotProductAttention_0/out/bias'] = _random(rng, WIDTH)
-    a[block + 'MlpBlock_0/Dense_0/kernel'] = _random(rng, WIDTH, MLP)
-    a[block + 'MlpBlock_0/Dense_0/bias'] = _random(rng, MLP)
-    a[block + 'MlpBlock_0/Dense_1/kernel'] = _random(rng, MLP, WIDTH)
-    a[block + 'MlpBlock_0/Dense_1/bias'] = _random(rng, WIDTH)
+      a.update(_dense(rng, attn + n, (WIDTH, HEADS, d), (HEADS, d)))
+    a.update(_dense(rng, attn + 'out', (HEADS, d, WIDTH), (WIDTH,)))
+    a.update(_dense(rng, block + 'MlpBlock_0/Dense_0', (WIDTH, MLP), (MLP,)))
+    a.update(_dense(rng, block + 'MlpBlock_0/Dense_1', (MLP, WIDTH), (WIDTH,)))
     for n in ('LayerNorm_0', 'LayerNorm_1'):
-      a[block + f'{n}/scale'] = 1 + _random(rng, WIDTH)
-      a[block + f'{n}/bias'] = _random(rng, WIDTH)
-  a['txt/Encoder_0/encoder_norm/scale'] = 1 + _random(rng, WIDTH)
-  a['txt/Encoder_0/encoder_norm/bias'] = _random(rng, WIDTH)
-  a['txt/head/kernel'] = _random(rng, WIDTH, OUT)
-  a['txt/head/bias'] = _random(rng, OUT)
-  return a
+      a.update(_norm(rng, block + n))
+  a.update(_norm(rng, 'txt/Encoder_0/encoder_norm'))
+  return {**a, **_dense(rng, 'txt/head', (WIDTH, OUT), (OUT,))}
 
 
 # ------------------------------------------------- NumPy reference forwards
