@@ -56,8 +56,9 @@ def test_wordpiece_basic_and_greedy_longest_match():
   assert wordpiece.tokenize('cats', vocab) == ['cat', '##s']
   # No full cover -> one [UNK] for the whole word; ASCII symbols are punctuation.
   assert wordpiece.tokenize('dogz a$b', vocab) == ['[UNK]', 'a', '$', '[UNK]']
-  # CJK ideographs are words of their own; control characters are dropped.
-  assert wordpiece.basic_tokens('a\x07b猫c') == ['ab', '猫', 'c']
+  # CJK ideographs are words of their own; control characters split words
+  # (tensorflow-text's rule); case folding is full ('ß' -> 'ss').
+  assert wordpiece.basic_tokens('a\x07b猫c STRAẞE') == ['a', 'b', '猫', 'c', 'strasse']
   assert wordpiece.tokenize('x' * 101, {'x': 0, '##x': 1}) == ['[UNK]']
 
 

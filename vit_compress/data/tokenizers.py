@@ -8,10 +8,9 @@ The public vit_jax LiT files were trained with vit_jax's own two:
 'sentencepiece_eos' (LiT-L16S, LiT-L16Ti) pads with the end-of-text id too,
 so the last position, which their text tower pools, always holds it;
 'bert_wordpiece' (LiT-B16B_2, LiT-L16L) is '[CLS]', then the WordPiece ids
-cut to max_len - 1 (no '[SEP]'), then 0-padding, which BERT masks out. Each
-tokenizer works
-from Python (`tok(['a photo of ...'])` -> np.ndarray (N, max_len), e.g. for
-zero-shot prompts) and inside tf.data (`tok.tf_tokenize(scalar string)` ->
+cut to max_len - 1 (no '[SEP]'), then 0-padding, which BERT masks out.
+Each tokenizer works from Python (`tok(['a photo of ...'])` -> np.ndarray
+(N, max_len), e.g. for zero-shot prompts) and inside tf.data (`tok.tf_tokenize(scalar string)` ->
 tf.Tensor (max_len,)), so training and zero-shot see identical ids.
 
 Byte ids: 0 = padding, 1 = end of text, byte b -> b + 2; vocabulary 258, which

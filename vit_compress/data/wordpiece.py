@@ -1,15 +1,15 @@
 """BERT's uncased WordPiece tokenisation, in pure Python (no tensorflow-text).
 
-What vit_jax's LiT BERT towers were trained with (`tensorflow_text.BertTokenizer(
-vocab, lower_case=True)`), as the BERT paper's reference tokenizer defines it:
+What vit_jax's LiT BERT towers were trained with, `tensorflow_text.BertTokenizer(
+vocab, lower_case=True)`, step by step as its public source defines it:
 
-  basic: drop NUL, U+FFFD and control characters; whitespace -> ' '; space
-    around CJK ideographs; lowercase, NFD, drop combining marks (accents);
-    split on whitespace, then split off every punctuation character (ASCII
-    symbols count as punctuation, as in BERT);
+  basic: case folding with NFKC, NFD, combining marks (accents) dropped;
+    control and format characters (Unicode Cc, Cf) become spaces; split on
+    whitespace, and every punctuation character (Unicode P, and all ASCII
+    symbols, as in BERT) and CJK ideograph becomes a token of its own;
   wordpiece: each word greedily, longest vocabulary match first, pieces after
     the first prefixed '##'; a word with no full cover, or longer than 100
-    characters, is one '[UNK]'.
+    UTF-8 bytes, is one '[UNK]'.
 
 The vocabulary file has one token per line; a token's id is its line number.
 """
@@ -19,7 +19,7 @@ from typing import Dict, List
 import tensorflow as tf
 
 UNK = '[UNK]'
-MAX_WORD_CHARS = 100
+MAX_WORD_BYTES = 100
 
 
 def read_vocab(path: str) -> Dict[str, int]:
@@ -29,14 +29,6 @@ def read_vocab(path: str) -> Dict[str, int]:
   if lines and lines[-1] == '':
     lines.pop()   # the file's final newline
   return {token.rstrip('\r'): i for i, token in enumerate(lines)}
-
-
-def _is_control(ch: str) -> bool:
-  return ch not in '\t\n\r' and unicodedata.category(ch).startswith('C')
-
-
-def _is_whitespace(ch: str) -> bool:
-  return ch in ' \t\n\r' or unicodedata.category(ch) == 'Zs'
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -53,35 +45,25 @@ def _is_cjk(cp: int) -> bool:
 
 
 def basic_tokens(text: str) -> List[str]:
-  """BERT's BasicTokenizer (lower_case=True): words and punctuation marks."""
+  """BERT's basic tokenizer (lower_case=True): words and punctuation marks."""
+  text = unicodedata.normalize('NFD', unicodedata.normalize('NFKC', text).casefold())
   chars = []
   for ch in text:
-    if ch in '\x00\ufffd' or _is_control(ch):
+    category = unicodedata.category(ch)
+    if category == 'Mn':
       continue
-    if _is_whitespace(ch):
+    if category in ('Cc', 'Cf'):
       chars.append(' ')
-    elif _is_cjk(ord(ch)):
+    elif _is_punctuation(ch) or _is_cjk(ord(ch)):
       chars.append(f' {ch} ')
     else:
       chars.append(ch)
-  text = unicodedata.normalize('NFD', ''.join(chars).lower())
-  text = ''.join(ch for ch in text if unicodedata.category(ch) != 'Mn')
-  out = []
-  for word in text.split():
-    start = 0
-    for i, ch in enumerate(word):
-      if _is_punctuation(ch):
-        out += [word[start:i]] if i > start else []
-        out.append(ch)
-        start = i + 1
-    if start < len(word):
-      out.append(word[start:])
-  return out
+  return ''.join(chars).split()
 
 
 def wordpieces(word: str, vocab: Dict[str, int]) -> List[str]:
   """Greedy longest-match-first pieces of one word ([UNK] if none covers it)."""
-  if len(word) > MAX_WORD_CHARS:
+  if len(word.encode('utf-8')) > MAX_WORD_BYTES:
     return [UNK]
   pieces, start = [], 0
   while start < len(word):
