@@ -87,7 +87,8 @@ def load(path: str, *, pp: Optional[str] = None,
   names = tuple(class_names or recorded.get('class_names') or ())
   if not pp or not names:
     why = (f'its {os.path.basename(sidecar)} records no eval preprocessing and '
-           'class names (the model was saved before vit_compress recorded them)'
+           'class names (it was exported from weights that record none: a zoo '
+           'name with a checkpoint, or a model saved before vit_compress recorded them)'
            if tf.io.gfile.exists(sidecar) else
            f'it has no {os.path.basename(sidecar)} beside it, which export writes '
            'with the pp string and class names (files exported earlier have none)')
