@@ -117,7 +117,8 @@ def test_run_from_a_workdir_on_digits(trained, tmp_path, digits_data_dir):
                        num_calibration=64)
   out = os.path.join(workdir, 'export')
   assert sorted(os.listdir(out)) == ['model.model_config.json', 'model.npz',
-                                     'model_float.tflite', 'model_int8.tflite',
+                                     'model_float.model_config.json', 'model_float.tflite',
+                                     'model_int8.model_config.json', 'model_int8.tflite',
                                      'summary.json']
   with open(os.path.join(out, 'summary.json')) as f:
     assert json.load(f) == json.loads(json.dumps(summary))

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from vit_compress import models
 from vit_compress import paths
+from vit_compress.models import flaxformer_names
 from vit_compress.models import timm_names
 
 PyTree = Any
@@ -194,6 +195,11 @@ def _our_names(flat: Flat, target: Mapping[str, Any]) -> Tuple[Flat, str, set]:
   if set(renamed) != set(flat):
     layout += ', pre-Linen names'
   flat = _unstack_scanned_blocks(renamed, target)
+  flat, bert = flaxformer_names.to_ours(flat, target)   # vit_jax LiT's BERT tower
+  if layout.startswith('big_vision') and (bert or 'img/' + _POSEMB in flat):
+    # Two towers without a prefix, the image one in vit_jax's names: vit_jax's LiT.
+    layout = layout.replace('big_vision', 'vit_jax LiT', 1) + (
+        ', flaxformer BertEncoder' if bert else '')
   posemb_scopes = set()
   for key in list(flat):
     if key.endswith('pos_embedding') and key not in target:

@@ -42,6 +42,7 @@ import numpy as np
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import onnx_export
+from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import zoo
 from vit_compress.eval import classification
@@ -388,6 +389,7 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
     path = os.path.join(output_path, name + artifact.suffix)
     with open(path, 'wb') as f:
       f.write(blob)
+    predict_runtime.write_sidecar(path, config)   # pp and names, for predict
     predict = predictor(artifact, path, threads)
     entries[name] = {'path': path, 'runtime': artifact.runtime,
                      'precision': artifact.precision, 'bytes': len(blob),

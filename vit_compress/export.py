@@ -42,6 +42,7 @@ import tensorflow as tf
 from vit_compress import checkpoint
 from vit_compress import cli
 from vit_compress import models
+from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import workdir as workdir_lib
 from vit_compress.eval import classification
@@ -142,6 +143,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
     tf.io.gfile.makedirs(parent)
   with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(blob)
+  predict_runtime.write_sidecar(path, model_config)   # pp and names, for predict
   return {'path': path, 'bytes': len(blob), **tflite.describe(blob)}
 
 

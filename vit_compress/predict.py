@@ -18,6 +18,10 @@ An artifact saved before they were recorded gets one message saying what to
 pass instead (`--pp`, `--class_names`). A plain vit_jax `.npz` has neither:
 it gets vit_jax's eval preprocessing at the model's size and numbered
 classes, and the log says so.
+
+A `.tflite` or `.onnx` file runs in its own runtime (`predict_runtime`), with
+the pp and class names of the `.model_config.json` export writes beside it;
+it gives logits, not embeddings.
 """
 import dataclasses
 import os
@@ -145,6 +149,9 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
                      'part of an AugReg file name before the first "-").')
   if image_size:
     model_config.image_size = image_size
+  if model_config.get('family') == 'lit' and not model_config.get('tokenizer_model'):
+    from vit_compress.data import tokenizers  # pylint: disable=g-import-not-at-top
+    model_config.tokenizer_model = tokenizers.vocab_beside(path, model_config.tokenizer)
   return model_config, checkpoint.load_npz(path, model_config)
 
 
@@ -162,13 +169,13 @@ def load(path: str, *, model_name: Optional[str] = None,
   elif path.endswith('.npz'):
     model_config, params = _npz_model(path, model_name, image_size)
     module, kind = models.build(model_config), '.npz'
-  elif path.endswith(('.tflite', '.onnx')):
-    raise ValueError(f'{path}: predict reads saved model directories and .npz '
-                     'files; TFLite and ONNX files run in their own runtimes '
-                     '(vit_compress.tflite / onnxruntime), not here yet.')
+  elif path.endswith(('.tflite', '.onnx')):   # run in LiteRT / ONNX Runtime
+    from vit_compress import predict_runtime  # pylint: disable=g-import-not-at-top
+    return predict_runtime.load(path, pp=pp, class_names=class_names)
   else:
     raise FileNotFoundError(f'{path} is neither a saved model directory '
-                            '(model_config.json + params/) nor an .npz file.')
+                            '(model_config.json + params/), an .npz, a .tflite '
+                            'nor an .onnx file.')
   recorded = checkpoint.recorded_data(model_config)
   pp = pp or recorded.get('pp_eval')
   names = tuple(class_names or recorded.get('class_names') or ())
@@ -218,7 +225,7 @@ def main(argv):
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  flags.DEFINE_string('model', None, 'Saved model directory or .npz file.')
+  flags.DEFINE_string('model', None, 'Saved model directory, .npz, .tflite or .onnx file.')
   flags.DEFINE_string('model_name', None, 'Zoo name of an .npz without our config.')
   flags.DEFINE_integer('image_size', None, 'Resolution of an .npz model.')
   flags.DEFINE_integer('top_k', 5, 'Labels printed per image.')

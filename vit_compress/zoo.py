@@ -229,8 +229,9 @@ def lit(image: ml_collections.ConfigDict, text_model: str, text: dict,
       'text': text,
       'out_dim': out_dim,         # (image, text) projection widths; None = none
       'max_len': max_len,
-      # 'bytes' needs no files; 'sentencepiece' reads `tokenizer_model`;
-      # 'bert_wordpiece' is tokenised outside (vocabulary file).
+      # a data.TOKENIZERS name: 'bytes' needs no files; 'sentencepiece',
+      # 'sentencepiece_eos' and 'bert_wordpiece' read `tokenizer_model` (the
+      # .model / .txt vit_jax publishes beside each LiT file).
       'tokenizer': tokenizer,
       'tokenizer_model': None,
       'temperature_init': 0.0,     # t = exp(param), initialised at exp(0) = 1
@@ -245,10 +246,10 @@ _register('LiT_L16L')(lambda: lit(vit(16, *_VIT_SIZES['L']), 'bert',
                                   _bert('large'), (None, 1024), 'bert_wordpiece'))
 _register('LiT_L16S')(lambda: lit(
     vit(16, *_VIT_SIZES['L']), 'text_transformer',
-    _text_transformer(384, 12, 1536, 6, 16_000), (None, 1024), 'sentencepiece'))
+    _text_transformer(384, 12, 1536, 6, 16_000), (None, 1024), 'sentencepiece_eos'))
 _register('LiT_L16Ti')(lambda: lit(
     vit(16, *_VIT_SIZES['L']), 'text_transformer',
-    _text_transformer(192, 12, 768, 3, 16_000), (None, 1024), 'sentencepiece'))
+    _text_transformer(192, 12, 768, 3, 16_000), (None, 1024), 'sentencepiece_eos'))
 
 # vit_jax's first LiT release: an image projection as well (out_dim (768, 768)).
 _register('LiT_B16B')(lambda: lit(vit(16, *_VIT_SIZES['B']), 'bert',

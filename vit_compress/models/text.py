@@ -3,7 +3,10 @@
 TextTransformer follows vit_jax / big_vision (`Embed_0`, `pos_embedding`,
 `Encoder_0`, `head`; pooled at the *last* token). Bert is a post-LN BERT
 encoder (token, position and segment embeddings), pooled at the first ([CLS])
-token, without BERT's pooler; padding tokens (id 0) are masked out.
+token, without BERT's pooler; padding tokens (id 0) are masked out. It
+computes what flaxformer's `BertEncoder` computes (tanh GELU, LayerNorm
+epsilon 1e-12), the text tower of vit_jax's BERT LiT files, whose parameters
+`flaxformer_names` renames to these.
 """
 from typing import Any, Optional
 
@@ -64,7 +67,7 @@ class BertLayer(nn.Module):
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = nn.LayerNorm(epsilon=1e-12, name='attention_layer_norm', **kw)(x + y)
     y = nn.Dense(self.mlp_dim, name='intermediate', **kw)(x)
-    y = nn.Dense(x.shape[-1], name='output', **kw)(nn.gelu(y, approximate=False))
+    y = nn.Dense(x.shape[-1], name='output', **kw)(nn.gelu(y))  # tanh GELU, as flaxformer
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     return nn.LayerNorm(epsilon=1e-12, name='output_layer_norm', **kw)(x + y)
 
