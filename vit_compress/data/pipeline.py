@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from vit_compress.data import preprocess
 from vit_compress.data import sources
+from vit_compress.data.defaults import setting
 
 AUTOTUNE = tf.data.AUTOTUNE
 _FOREVER = 2**62
@@ -209,21 +210,21 @@ def make_train_dataset(config, *, rows: Optional[Sequence[int]] = None,
     process builds (`local_rows`); None builds whole global batches.
   """
   source = source or sources.get_source(config.dataset,
-                                        config.get('data_dir', None))
+                                        setting(config, 'data_dir'))
   batch = config.batch_size
   rows = _all_rows(rows, batch)
   pp = preprocess.build(_config_pp(config, 'pp_train'),
                         **pp_context(config, source.info))
-  split = config.get('train_split', 'train')
+  split = setting(config, 'train_split')
   raw, n = source.read(split)
   if n == 0:
     raise ValueError(f'Split {split!r} of {config.dataset!r} is empty.')
-  if config.get('cache', False):
+  if setting(config, 'cache'):
     raw = raw.cache()
-  buffer = min(n, config.get('shuffle_buffer', 10_000) or 1)
+  buffer = min(n, setting(config, 'shuffle_buffer') or 1)
   if not isinstance(source, sources.TfdsSource):
     buffer = n   # folder elements are file names: a full shuffle is cheap
-  base = _base_seed(config.get('seed', 0))
+  base = _base_seed(setting(config, 'seed'))
   first_epoch, offset = divmod(start_step * batch, n)
 
   def one_epoch(epoch):
@@ -253,12 +254,12 @@ def make_eval_dataset(config, *, split: Optional[str] = None,
     this process builds; None builds whole global batches.
   """
   source = source or sources.get_source(config.dataset,
-                                        config.get('data_dir', None))
+                                        setting(config, 'data_dir'))
   batch = eval_batch_size(config)
   rows = _all_rows(rows, batch)
   pp = preprocess.build(_config_pp(config, 'pp_eval'),
                         **pp_context(config, source.info))
-  split = split or config.get('eval_split', None) or (
+  split = split or setting(config, 'eval_split') or (
       source.info.default_eval_split)
   total = source.info.num_examples(split)
   num_batches = -(-total // batch)
@@ -266,7 +267,7 @@ def make_eval_dataset(config, *, split: Optional[str] = None,
   if total == 0 or n != total:
     raise ValueError(f'Cannot evaluate split {split!r} of {config.dataset!r}: '
                      f'{total} examples expected, {n} read.')
-  base = _base_seed(config.get('seed', 0))
+  base = _base_seed(setting(config, 'seed'))
   ds = _keep_rows(raw.enumerate(), rows, batch)
   ds = ds.map(lambda i, ex: _finalize(pp(source.load(_with_seed(base, i, ex))),
                                       1.0),
@@ -282,7 +283,7 @@ def make_eval_dataset(config, *, split: Optional[str] = None,
 
 
 def eval_batch_size(config) -> int:
-  return config.get('eval_batch_size', None) or config.batch_size
+  return setting(config, 'eval_batch_size') or config.batch_size
 
 
 # ----------------------------------------------------------- global batches
@@ -337,7 +338,7 @@ def make_train_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
   ds = make_train_dataset(config, rows=local_rows(sharding, config.batch_size),
                           start_step=start_step)
   return BatchIterator(ds, sharding, config.batch_size,
-                       config.get('prefetch', 2))
+                       setting(config, 'prefetch'))
 
 
 def make_eval_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
@@ -350,7 +351,7 @@ def make_eval_iterator(config, mesh: Optional[jax.sharding.Mesh] = None, *,
   check_batch_size(batch, sharding, 'config.eval_batch_size')
   ds, num_batches = make_eval_dataset(
       config, split=split, rows=local_rows(sharding, batch))
-  return BatchIterator(ds, sharding, batch, config.get('prefetch', 2),
+  return BatchIterator(ds, sharding, batch, setting(config, 'prefetch'),
                        num_batches)
 
 
@@ -366,10 +367,10 @@ def validate_config(config, mesh: Optional[jax.sharding.Mesh] = None,
   if not config.get('dataset', None):
     raise ValueError("config.dataset is missing: e.g. 'digits', 'cifar10', "
                      "'folder:/path/to/root'.")
-  source = sources.get_source(config.dataset, config.get('data_dir', None))
+  source = sources.get_source(config.dataset, setting(config, 'data_dir'))
   info = source.info
-  train_split = config.get('train_split', 'train')
-  eval_split = config.get('eval_split', None) or info.default_eval_split
+  train_split = setting(config, 'train_split')
+  eval_split = setting(config, 'eval_split') or info.default_eval_split
   for key, split in (('train_split', train_split), ('eval_split', eval_split)):
     try:
       info.num_examples(split)
