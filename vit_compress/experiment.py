@@ -19,11 +19,12 @@ from vit_compress import augreg
 from vit_compress import config_aliases
 from vit_compress import config_sections
 from vit_compress import losses
-from vit_compress import optim
-from vit_compress import sharding
+# optim, sharding and quantize register their sections on import.
+from vit_compress import optim  # pylint: disable=unused-import
+from vit_compress import sharding  # pylint: disable=unused-import
 from vit_compress import zoo
 from vit_compress.compress import pruning
-from vit_compress.compress import quantize
+from vit_compress.compress import quantize  # pylint: disable=unused-import
 from vit_compress.compress import student_init
 from vit_compress.data import defaults as data_defaults
 from vit_compress.data import mixup
