@@ -92,6 +92,10 @@ def test_complete_sections_fills_a_hand_built_config():
 def test_one_mode_registry():
   assert main.MODES is modes.MODES
   assert modes.MODES.names() == ['recipe', 'train']
+  # main attaches what runs for every mode (the names are modes.py's).
+  assert all(callable(modes.MODES.get(n).run) for n in modes.MODES.names())
+  with pytest.raises(KeyError, match="Unknown mode 'trian'"):
+    modes.runs('trian')(lambda config, workdir: None)
   config = experiment.complete(experiment.defaults())
   config.mode = 'trian'
   with pytest.raises(ValueError, match="Unknown config.mode 'trian'. Did you "
@@ -122,14 +126,15 @@ def _load_with_config_flags(argv_value: str):
   return values.config
 
 
-def test_a_forked_config_elsewhere_finds_common(tmp_path, monkeypatch):
-  fork = tmp_path / 'my_augreg.py'
-  shutil.copy(REPO / 'configs' / 'augreg.py', fork)
+@pytest.mark.parametrize('name,arg', [('augreg', 'Nano_2,digits'),
+                                      ('augreg', 'Ti_16'), ('lowrank', 'digits')])
+def test_a_forked_config_elsewhere_finds_common(tmp_path, monkeypatch, name, arg):
+  fork = tmp_path / f'my_{name}.py'
+  shutil.copy(REPO / 'configs' / f'{name}.py', fork)
   monkeypatch.chdir(tmp_path)   # the working directory is not the checkout
-  for arg in ('Nano_2,digits', 'Ti_16'):
-    ours = _load_with_config_flags(f'{REPO}/configs/augreg.py:{arg}')
-    theirs = _load_with_config_flags(f'{fork}:{arg}')
-    assert theirs.to_dict() == ours.to_dict(), arg
+  ours = _load_with_config_flags(f'{REPO}/configs/{name}.py:{arg}')
+  theirs = _load_with_config_flags(f'{fork}:{arg}')
+  assert theirs.to_dict() == ours.to_dict()
   assert config_files.common_path(str(fork)) == os.path.realpath(
       REPO / 'configs' / 'common.py')
 

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from vit_compress import cli
 from vit_compress import logs
+from vit_compress import modes
 from vit_compress.modes import MODES
 
 FLAGS = flags.FLAGS
@@ -36,6 +37,21 @@ flags.mark_flags_as_required(['config', 'workdir'])
 _ALIAS_NOTES = []   # what each vit_jax key on the command line set
 
 
+@modes.runs('train')
+def _train(config, workdir):
+  from vit_compress import train  # pylint: disable=g-import-not-at-top
+  metrics = train.train_and_evaluate(config, workdir)
+  logging.info('Finished: %s', metrics)
+  print(f'Finished at step {metrics["step"]}: ' + ', '.join(
+      f'{k} {v:.4f}' for k, v in metrics.items() if k != 'step'))
+
+
+@modes.runs('recipe')
+def _recipe(config, workdir):
+  from vit_compress import recipe  # pylint: disable=g-import-not-at-top
+  recipe.run(config, workdir)
+
+
 def run(config, workdir: str, resume_with_changes: bool = False,
         verbose: bool = False) -> int:
   """Runs `config.mode`; returns the exit status (2: bad input, explained)."""
@@ -48,7 +64,7 @@ def run(config, workdir: str, resume_with_changes: bool = False,
   def work():
     from vit_compress import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     workdir_lib.check_writable_path(workdir)
-    MODES.get(mode)(config, workdir)
+    MODES.get(mode).run(config, workdir)
   return cli.report(work, verbose)
 
 

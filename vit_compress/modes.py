@@ -1,27 +1,32 @@
 """What `config.mode` may name: one registry, read by main.py and experiment.py.
 
-Each mode is `run(config, workdir)`. The registry sits low (it imports only
-the registry) so that `experiment.validate` checks a mode without importing
-main; a mode's body imports the high-level module it runs (train, recipe)
-when it runs, never at import.
+The names live here, low in the package (this imports only the registry), so
+`experiment.validate` checks a mode without importing main. What runs for
+each is attached by main.py, the top of the package, with `@runs(name)`:
+main may import train and recipe, and nothing here imports them (not even
+deferred), so no import circle goes through this module.
 """
-from absl import logging
+import dataclasses
+from typing import Callable, Optional
 
 from vit_compress.registry import Registry
 
-MODES = Registry('mode')
+
+@dataclasses.dataclass
+class Mode:
+  description: str
+  run: Optional[Callable] = None   # run(config, workdir); set by main.py
 
 
-@MODES.register('train')
-def _train(config, workdir):
-  from vit_compress import train  # pylint: disable=g-import-not-at-top
-  metrics = train.train_and_evaluate(config, workdir)
-  logging.info('Finished: %s', metrics)
-  print(f'Finished at step {metrics["step"]}: ' + ', '.join(
-      f'{k} {v:.4f}' for k, v in metrics.items() if k != 'step'))
+MODES: Registry[Mode] = Registry('mode')
+MODES.register('train')(Mode('trains, resuming from the workdir'))
+MODES.register('recipe')(Mode('runs the chained stages of config.recipe'))
 
 
-@MODES.register('recipe')
-def _recipe(config, workdir):
-  from vit_compress import recipe  # pylint: disable=g-import-not-at-top
-  recipe.run(config, workdir)
+def runs(name: str) -> Callable[[Callable], Callable]:
+  """Attaches a registered mode's `run(config, workdir)`; an unknown name is
+  an error at import."""
+  def attach(fn: Callable) -> Callable:
+    MODES.get(name).run = fn
+    return fn
+  return attach
