@@ -73,7 +73,8 @@ def _imagenet(config: ml_collections.ConfigDict, name: str) -> None:
   config.pp_train = config.pp_eval      # calibration: no augmentation
   config.batch_size = 32                # calibration batches
   config.eval_batch_size = 256
-  config.recipe.stages.float = {'kind': 'import', 'checkpoint': common.B16_IMAGENET2012,
+  config.recipe.stages.float = {'kind': 'import',
+                                'checkpoint': common.B16_IMAGENET2012,
                                 'model': name, 'num_classes': 1000}
 
 
