@@ -32,8 +32,11 @@ downsamples 32x); see README.md for the accuracy it reaches.
 import ml_collections
 
 from vit_compress import augreg
+from vit_compress import config_files
 from vit_compress import experiment
 from vit_compress import zoo
+
+common = config_files.load_common(__file__)
 
 
 def _pp(size: int, train: bool, crop: bool = True) -> str:
@@ -53,7 +56,7 @@ def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
   as vit_jax's augreg config takes it) picks the model from its part before
   the first '-' and starts from that file under gs://vit_models/augreg/.
   """
-  name, _, variant = arg.partition(',')
+  name, variant = common.parse_arg(arg, __file__)
   config = experiment.defaults()
   if '-' in name and zoo.canonical_name(name) not in zoo.names():
     key = augreg.model_of(name)
@@ -96,16 +99,11 @@ def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
   if variant == 'digits':
     # From scratch on 8x8 digits upsampled to 16 px: Adam suits a model that
     # starts from random weights; no checkpoint download.
-    config.init_from = None
-    config.dataset = 'digits'
-    config.train_split = 'train'
-    config.eval_split = 'test'
     # MobileViT downsamples 32x: 32 px leaves a 1x1 map at its last stage.
     size = 16 if 'patches' in config.model else 32
-    config.model.image_size = size
-    config.pp_train = _pp(size, train=True, crop=False)
-    config.pp_eval = _pp(size, train=False, crop=False)
-    config.batch_size = 64
+    common.digits(config, image_size=size,
+                  pp_train=_pp(size, train=True, crop=False))
+    config.eval_split = 'test'
     config.eval_batch_size = 128
     config.total_steps = 600
     config.optim.name = 'adamw'
@@ -114,7 +112,4 @@ def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
     config.log_every = 50
     config.eval_every = 200
     config.checkpoint_every = 200
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r} in 'configs/augreg.py:{arg}'; "
-                     "the only one is ',digits'.")
   return config

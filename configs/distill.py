@@ -35,17 +35,17 @@ needed for .npz teachers.
 """
 import ml_collections
 
+from vit_compress import config_files
 from vit_compress import experiment
 from vit_compress import zoo
 
-DIGITS_PP_TRAIN = 'decode|resize(10)|random_crop(8)|to_rgb|value_range(-1, 1)|onehot'
-DIGITS_PP_EVAL = 'decode|resize(10)|central_crop(8)|to_rgb|value_range(-1, 1)|onehot'
-_TEACHER_B16 = ('gs://vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-'
-                'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz')
+common = config_files.load_common(__file__)
+DIGITS_PP_TRAIN = common.DIGITS_PP_CROP_TRAIN
+DIGITS_PP_EVAL = common.DIGITS_PP_CROP_EVAL
 
 
 def get_config(arg: str = 'Ti_16') -> ml_collections.ConfigDict:
-  name, _, variant = arg.partition(',')
+  name, variant = common.parse_arg(arg, __file__)
   config = experiment.defaults()
   config.model = zoo.get(name)
   config.loss = 'kd'
@@ -58,11 +58,7 @@ def get_config(arg: str = 'Ti_16') -> ml_collections.ConfigDict:
   if variant == 'digits':
     # Consistent teaching: teacher and student see the same random 8 px crop
     # of the digit upsampled to 10 px (train the teacher with the same pp).
-    config.dataset = 'digits'
-    config.model.image_size = 8
-    config.pp_train = DIGITS_PP_TRAIN
-    config.pp_eval = DIGITS_PP_EVAL
-    config.batch_size = 64
+    common.digits(config, pp_train=DIGITS_PP_TRAIN, pp_eval=DIGITS_PP_EVAL)
     config.total_steps = 300
     config.schedule.base_lr = 0.003
     config.schedule.warmup_steps = 30
@@ -70,11 +66,9 @@ def get_config(arg: str = 'Ti_16') -> ml_collections.ConfigDict:
     config.eval_every = 300
     config.checkpoint_every = 300
     return config
-  if variant:
-    raise ValueError(f"Unknown variant {variant!r}; the only one is ',digits'.")
 
   config.teacher.model = 'B_16'
-  config.teacher.checkpoint = _TEACHER_B16
+  config.teacher.checkpoint = common.B16_IMAGENET2012
   config.dataset = 'imagenet2012'
   config.train_split = 'train[:99%]'
   config.eval_split = 'validation'

@@ -31,7 +31,10 @@ teacher. Seed 0 ran on a loaded machine, seeds 1-2 side by side.
 """
 import ml_collections
 
-from configs import quickstart
+from vit_compress import config_files
+
+# quickstart.py beside this file, else the checkout's (forks work anywhere).
+quickstart = config_files.load_beside(__file__, 'quickstart')
 
 RATIO = 0.25   # each MLP kernel keeps a quarter of its parameters
 

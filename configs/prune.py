@@ -27,17 +27,15 @@ CPU, on digits, from a trained Micro_2 (see configs/augreg.py):
 """
 import ml_collections
 
+from vit_compress import config_files
 from vit_compress import experiment
 from vit_compress import zoo
 
-_S16_IMAGENET = ('gs://vit_models/augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-'
-                 'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz')
-_B16_IMAGENET = ('gs://vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-'
-                 'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz')
+common = config_files.load_common(__file__)
 
 
 def get_config(arg: str = 'S_16') -> ml_collections.ConfigDict:
-  name, _, variant = arg.partition(',')
+  name, variant = common.parse_arg(arg, __file__)
   config = experiment.defaults()
   config.model = zoo.get(name)
   config.prune.method = 'heads_and_neurons'
@@ -48,12 +46,7 @@ def get_config(arg: str = 'S_16') -> ml_collections.ConfigDict:
   config.optim.name = 'adamw'
 
   if variant == 'digits':
-    pp = 'decode|to_rgb|value_range(-1, 1)|onehot'
-    config.dataset = 'digits'
-    config.model.image_size = 8
-    config.pp_train = pp
-    config.pp_eval = pp
-    config.batch_size = 64
+    common.digits(config)
     config.total_steps = 300
     config.prune.begin_step = 0
     config.prune.end_step = 200    # 100 steps of recovery at the final sparsity
@@ -63,13 +56,11 @@ def get_config(arg: str = 'S_16') -> ml_collections.ConfigDict:
     config.eval_every = 300
     config.checkpoint_every = 300
     return config
-  if variant:
-    raise ValueError(f"Unknown variant {variant!r}; the only one is ',digits'.")
 
-  config.init_from = _S16_IMAGENET
+  config.init_from = common.S16_IMAGENET2012
   config.loss = 'kd'
   config.teacher.model = 'B_16'
-  config.teacher.checkpoint = _B16_IMAGENET
+  config.teacher.checkpoint = common.B16_IMAGENET2012
   config.dataset = 'imagenet2012'
   config.train_split = 'train[:99%]'
   config.eval_split = 'validation'

@@ -44,11 +44,11 @@ CPU, on digits (a few minutes):
 """
 import ml_collections
 
+from vit_compress import config_files
 from vit_compress import experiment
 from vit_compress import zoo
 
-_B16_IMAGENET = ('gs://vit_models/augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-'
-                 'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz')
+common = config_files.load_common(__file__)
 # Every quantized variant: (stage name, label in the report, config.quant keys).
 QUANTIZED = (
     ('w8', 'int8 weights', {'weight_dtype': 'int8'}),
@@ -73,19 +73,15 @@ def _imagenet(config: ml_collections.ConfigDict, name: str) -> None:
   config.pp_train = config.pp_eval      # calibration: no augmentation
   config.batch_size = 32                # calibration batches
   config.eval_batch_size = 256
-  config.recipe.stages.float = {'kind': 'import', 'checkpoint': _B16_IMAGENET,
+  config.recipe.stages.float = {'kind': 'import',
+                                'checkpoint': common.B16_IMAGENET2012,
                                 'model': name, 'num_classes': 1000}
 
 
 def _digits(config: ml_collections.ConfigDict, name: str) -> None:
-  pp = 'decode|to_rgb|value_range(-1, 1)|onehot'
   config.model = zoo.get(name)
-  config.model.image_size = 8
-  config.dataset = 'digits'
+  common.digits(config)
   config.eval_split = 'test'
-  config.pp_train = pp
-  config.pp_eval = pp
-  config.batch_size = 64
   config.eval_batch_size = 128
   config.optim.name = 'adamw'
   config.schedule.base_lr = 0.003
@@ -97,14 +93,12 @@ def _digits(config: ml_collections.ConfigDict, name: str) -> None:
 
 
 def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
-  name, _, variant = arg.partition(',')
+  name, variant = common.parse_arg(arg, __file__)
   config = experiment.defaults()
   config.mode = 'recipe'
   config.recipe.stages = ml_collections.ConfigDict()
   if variant == 'digits':
     _digits(config, name)
-  elif variant:
-    raise ValueError(f"Unknown variant {variant!r}; the only one is ',digits'.")
   elif name != 'B_16':
     raise ValueError(f'configs/ptq.py imports the public B_16 checkpoint; for '
                      f'{name!r} use configs/ptq.py:{name},digits or set '

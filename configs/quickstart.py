@@ -42,13 +42,15 @@ Each test image is 0.28 points: quote ranges over seeds, never one run.
 """
 import ml_collections
 
+from vit_compress import config_files
 from vit_compress import experiment
 from vit_compress import zoo
 
+common = config_files.load_common(__file__)
 # Both models see the same random 8 px crop of the digit upsampled to 10 px
 # ("consistent teaching"); evaluation takes the central crop.
-PP_TRAIN = 'decode|resize(10)|random_crop(8)|to_rgb|value_range(-1, 1)|onehot'
-PP_EVAL = 'decode|resize(10)|central_crop(8)|to_rgb|value_range(-1, 1)|onehot'
+PP_TRAIN = common.DIGITS_PP_CROP_TRAIN
+PP_EVAL = common.DIGITS_PP_CROP_EVAL
 
 
 def _student() -> ml_collections.ConfigDict:
@@ -84,13 +86,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   config = experiment.defaults()
   config.mode = 'recipe'
   # Shared by every stage.
-  config.dataset = 'digits'
-  config.train_split = 'train'
-  config.eval_split = 'test'
   config.model = zoo.get('Micro_2')
-  config.pp_train = PP_TRAIN
-  config.pp_eval = PP_EVAL
-  config.batch_size = 64
+  common.digits(config, pp_train=PP_TRAIN, pp_eval=PP_EVAL)
+  config.eval_split = 'test'
   config.eval_batch_size = 128
   config.optim.name = 'adamw'
   config.optim.weight_decay = 1e-4

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vit_compress import losses
+from vit_compress.config_sections import complete_sections
 from vit_compress.registry import UnknownNameError
 
 LN3 = math.log(3.0)
@@ -260,7 +261,7 @@ def test_distill_config_catches_misspelled_keys():
   config.distill.temprature = 2.0
   with pytest.raises(ValueError, match="Did you mean 'temperature'"):
     _call('kd', {'logits': jnp.zeros((1, 2))}, {},
-          teacher={'logits': jnp.zeros((1, 2))}, config=config)
+          teacher={'logits': jnp.zeros((1, 2))}, config=complete_sections(config))
 
 
 def test_compute_dispatches_on_config_loss_and_needs_teacher():

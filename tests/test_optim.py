@@ -11,6 +11,8 @@ import pytest
 from vit_compress import models
 from vit_compress import optim
 from vit_compress import zoo
+from vit_compress.config_sections import complete_section
+from vit_compress.config_sections import complete_sections
 from vit_compress.registry import UnknownNameError
 
 
@@ -58,7 +60,7 @@ def test_partial_section_gets_defaults():
   config = ml_collections.ConfigDict({'total_steps': 1000,
                                       'optim': {'name': 'adamw'},
                                       'schedule': {'base_lr': 1e-3}})
-  tx, schedule = optim.make_optimizer(config)
+  tx, schedule = optim.make_optimizer(complete_sections(config))
   state = tx.init({'w': jnp.ones(2)})
   assert sum(x.size for x in jax.tree.leaves(state)) > 4  # adam's mu, nu + counts
   np.testing.assert_allclose(float(schedule(500)), 1e-3)  # default 500 warm-up
@@ -75,7 +77,7 @@ def test_unknown_names_and_keys_list_the_known_ones():
   config = _config()
   config.optim.momentun = 0.5
   with pytest.raises(ValueError, match="Did you mean 'momentum'"):
-    optim.make_optimizer(config)
+    optim.make_optimizer(complete_sections(config))
 
 
 def test_bad_schedule_settings_are_errors():
@@ -96,9 +98,9 @@ def test_bad_schedule_settings_are_errors():
 @pytest.mark.parametrize('decay_type', ['cosine', 'linear', 'constant', 'rsqrt'])
 def test_schedule_values(decay_type):
   base, warmup, total, end = 0.1, 10, 110, 0.1
-  schedule = optim.make_schedule(
-      {'base_lr': base, 'warmup_steps': warmup, 'decay_type': decay_type,
-       'end_lr_ratio': end, 'timescale': 100}, total)
+  schedule = optim.make_schedule(complete_section('schedule', {
+      'base_lr': base, 'warmup_steps': warmup, 'decay_type': decay_type,
+      'end_lr_ratio': end, 'timescale': 100}), total)
   # Linear warm-up from 0, shared by all decays.
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(float(schedule(5)), 0.05, rtol=1e-6)
@@ -121,8 +123,8 @@ def test_schedule_values(decay_type):
 
 
 def test_schedule_is_jittable_on_int_steps():
-  schedule = optim.make_schedule({'base_lr': 1.0, 'warmup_steps': 4,
-                                  'decay_type': 'linear'}, 8)
+  schedule = optim.make_schedule(complete_section('schedule', {
+      'base_lr': 1.0, 'warmup_steps': 4, 'decay_type': 'linear'}), 8)
   lrs = jax.jit(jax.vmap(schedule))(jnp.arange(9))
   np.testing.assert_allclose(lrs, [0, .25, .5, .75, 1, .75, .5, .25, 0], atol=1e-6)
 
@@ -266,7 +268,7 @@ def test_training_reduces_a_quadratic():
   config = ml_collections.ConfigDict({
       'total_steps': 200, 'optim': optim.default_optim_config(),
       'schedule': {'base_lr': 0.1, 'warmup_steps': 10}})
-  tx, _ = optim.make_optimizer(config)
+  tx, _ = optim.make_optimizer(complete_sections(config))
   params = {'w': jnp.zeros(4)}
   state = tx.init(params)
 

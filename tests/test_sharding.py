@@ -21,6 +21,8 @@ from vit_compress import optim
 from vit_compress import paths
 from vit_compress import sharding
 from vit_compress import zoo
+from vit_compress.config_sections import complete_section
+from vit_compress.config_sections import complete_sections
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BLOCK = 'Transformer/encoderblock_0/'
@@ -162,7 +164,7 @@ def test_optimizer_state_is_sharded_like_its_parameters():
   params = models.param_shapes(zoo.get('Nano_2'))
   config = ml_collections.ConfigDict({
       'total_steps': 1000, 'optim': {'name': 'adamw', 'frozen': '^head/'}})
-  tx, _ = optim.make_optimizer(config)
+  tx, _ = optim.make_optimizer(complete_sections(config))
   state = jax.eval_shape(tx.init, params)
   mesh = sharding.make_mesh([('data', -1)])
   rules = [(r'^cls$', ('data',)), 'fsdp']  # an anchored rule still applies
@@ -243,12 +245,12 @@ def test_sharded_forward_matches_unsharded_on_8_devices():
 
 def test_initialize_distributed_off_by_default():
   assert sharding.initialize_distributed(None) is False
-  config = {'distributed': {'enabled': False}}
+  config = {'distributed': complete_section('distributed', {'enabled': False})}
   assert sharding.initialize_distributed(_Config(config)) is False
   with pytest.raises(ValueError, match='process_id=2'):
-    sharding.initialize_distributed(_Config({'distributed': {
-        'enabled': True, 'coordinator_address': 'localhost:1',
-        'num_processes': 2, 'process_id': 2}}))
+    sharding.initialize_distributed(_Config({'distributed': complete_section(
+        'distributed', {'enabled': True, 'coordinator_address': 'localhost:1',
+                        'num_processes': 2, 'process_id': 2})}))
 
 
 class _Config(dict):

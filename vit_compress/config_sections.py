@@ -1,15 +1,64 @@
-"""A config section completed from its defaults, with misspelled keys caught.
+"""The config sections: each registered once with its defaults and validator.
 
 Experiment configs may spell out a whole section (`config.optim`) or only the
-keys they change; either way the code that reads the section sees every key.
-A key the defaults do not know is a typo until proven otherwise, so it is an
-error that lists the valid keys before anything is compiled.
+keys they change; `experiment.complete` fills every registered section from
+its defaults exactly once, and the code after it reads fields directly
+(`config.optim.b1`). A key the defaults do not know is a typo until proven
+otherwise, so it is an error that lists the valid keys before anything is
+compiled.
+
+Each section registers itself next to the code that reads it, at import
+(`register('optim', default_optim_config)` in optim.py). A caller holding a
+partial section (a test, a recipe stage's `quant` settings) completes it
+through the one public entry point, `complete_section(name, value)`, or a
+whole partial config through `complete_sections(config)`.
 """
-from typing import Any, Mapping, Optional
+import dataclasses
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import ml_collections
 
+from vit_compress.registry import Registry
 from vit_compress.registry import unknown_name_message
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  name: str                                           # the key: config.<name>
+  defaults: Callable[[], ml_collections.ConfigDict]   # every valid key
+  validate: Optional[Callable[[Any], Any]] = None     # raises on a bad value
+
+
+SECTIONS: Registry[Section] = Registry('config section')
+
+
+def register(name: str, defaults: Callable[[], ml_collections.ConfigDict],
+             validate: Optional[Callable[[Any], Any]] = None) -> None:
+  """Adds `config.<name>`: its defaults and (optionally) its validator."""
+  SECTIONS.register(name)(Section(name, defaults, validate))
+
+
+def complete_section(name: str, value: Optional[Any],
+                     check: bool = True) -> ml_collections.ConfigDict:
+  """`config.<name>` completed from its registered defaults (and validated
+  unless `check=False`); errors name the key and list the valid ones."""
+  section = SECTIONS.get(name)
+  out = with_defaults(value, section.defaults(), f'config.{name}')
+  if check and section.validate is not None:
+    section.validate(out)
+  return out
+
+
+def complete_sections(config: Any) -> ml_collections.ConfigDict:
+  """A partial config with every registered section completed (absent ones
+  from their defaults) and validated; its other keys as given. For callers
+  that build a config by hand; experiment configs go through
+  `experiment.complete`."""
+  values: Dict[str, Any] = to_dict(config)
+  out = ml_collections.ConfigDict(values, type_safe=False)
+  for name in SECTIONS.names():
+    out[name] = complete_section(name, values.get(name))
+  return out
 
 
 def to_dict(section: Any) -> dict:

@@ -1,11 +1,15 @@
-"""The experiment config: every key with its default, and start-up validation.
+"""The experiment config schema: every key with its default, and start-up validation.
 
 `complete(config)` lays a user's config (a file under configs/, plus
-`--config.x=y` overrides) over `defaults()`. A key the defaults do not know is
-an error naming the closest valid keys, so a misspelling never silently falls
-back to a default. `validate` then checks what can be checked before any
-compile: the model, patch sizes against the image size, the loss, sections
-of the compression methods.
+`--config.x=y` overrides) over `defaults()`, once: every section registered
+in `config_sections.SECTIONS` (each next to the code that reads it: optim.py,
+losses.py, quantize.py, sharding.py, ...; the ones without a module of their
+own below) is filled from its defaults, and the code afterwards reads fields
+directly. A key the defaults do not know is an error naming the closest valid
+keys, so a misspelling never silently falls back to a default. `validate`
+then checks what can be checked before any compile: the mode (`modes.MODES`),
+the model, patch sizes against the image size, the loss, and each section
+through its registered validator.
 """
 from absl import logging
 import ml_collections
@@ -13,19 +17,22 @@ from ml_collections import config_dict
 
 from vit_compress import augreg
 from vit_compress import config_aliases
+from vit_compress import config_sections
 from vit_compress import losses
-from vit_compress import optim
-from vit_compress import sharding
+# optim, sharding and quantize register their sections on import.
+from vit_compress import optim  # pylint: disable=unused-import
+from vit_compress import sharding  # pylint: disable=unused-import
 from vit_compress import zoo
 from vit_compress.compress import pruning
-from vit_compress.compress import quantize
+from vit_compress.compress import quantize  # pylint: disable=unused-import
 from vit_compress.compress import student_init
+from vit_compress.data import defaults as data_defaults
 from vit_compress.data import mixup
+from vit_compress.config_sections import SECTIONS
 from vit_compress.config_sections import check_type
-from vit_compress.config_sections import with_defaults
+from vit_compress.modes import MODES
 from vit_compress.registry import unknown_name_message
 
-_MODES = ('train', 'recipe')  # main.MODES
 # Eval metrics a checkpoint records, so `best_metric` may keep the best by them.
 BEST_METRICS = ('accuracy', 'top5')
 
@@ -61,6 +68,27 @@ def teacher_defaults() -> ml_collections.ConfigDict:
   })
 
 
+def lit_defaults() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      'templates': 'default',   # zero-shot prompt templates (data.captions)
+  })
+
+
+# The sections whose defaults live in modules that do not register them
+# themselves; optim, schedule, distill, quant and distributed register at
+# their import.
+config_sections.register('teacher', teacher_defaults)
+config_sections.register('lit', lit_defaults)
+config_sections.register('student_init', student_init.default_config,
+                         student_init.validate)
+config_sections.register('prune', pruning.default_config, pruning.validate)
+config_sections.register('mixup', mixup.default_config, mixup.validate)
+
+
+def _defaults_of(name: str) -> ml_collections.ConfigDict:
+  return SECTIONS.get(name).defaults()
+
+
 def defaults() -> ml_collections.ConfigDict:
   """Every top-level key an experiment config may set."""
   c = ml_collections.ConfigDict()
@@ -69,19 +97,9 @@ def defaults() -> ml_collections.ConfigDict:
   c.init_from = config_dict.placeholder(str)   # .npz or saved model to start from
   c.init_into = config_dict.placeholder(str)   # e.g. 'img': LiT's image tower
   # A student built from the init_from teacher: its layers / heads / neurons.
-  c.student_init = student_init.default_config()
-  c.dataset = 'digits'
-  c.data_dir = config_dict.placeholder(str)
-  c.train_split = 'train'
-  c.eval_split = config_dict.placeholder(str)  # default: the dataset's test split
-  c.pp_train = 'decode|resize(8)|to_rgb|value_range(-1, 1)|onehot'
-  c.pp_eval = 'decode|resize(8)|to_rgb|value_range(-1, 1)|onehot'
-  c.batch_size = 64
-  c.eval_batch_size = config_dict.placeholder(int)
-  c.shuffle_buffer = 10_000
-  c.prefetch = 2
-  c.cache = True
-  c.seed = 0
+  c.student_init = _defaults_of('student_init')
+  for key, value in data_defaults.defaults().items():   # dataset ... seed
+    c[key] = value
   c.total_steps = 1000
   c.log_every = 50
   c.eval_every = 250
@@ -92,19 +110,17 @@ def defaults() -> ml_collections.ConfigDict:
   # True continues from its latest checkpoint under the new settings.
   c.resume_with_changes = False
   c.loss = 'softmax_xent'
-  c.optim = optim.default_optim_config()
-  c.schedule = optim.default_schedule_config()
-  c.distill = losses.default_distill_config()
-  c.mixup = mixup.default_config()   # in the step, on the view both models see
-  c.teacher = teacher_defaults()
-  c.prune = pruning.default_config()
-  c.quant = quantize.default_config()
+  c.optim = _defaults_of('optim')
+  c.schedule = _defaults_of('schedule')
+  c.distill = _defaults_of('distill')
+  c.mixup = _defaults_of('mixup')   # in the step, on the view both models see
+  c.teacher = _defaults_of('teacher')
+  c.prune = _defaults_of('prune')
+  c.quant = _defaults_of('quant')
   c.mesh = (('data', -1),)
   c.sharding_rules = 'replicated'
-  c.distributed = sharding.default_distributed_config()
-  c.lit = ml_collections.ConfigDict({
-      'templates': 'default',   # zero-shot prompt templates (data.captions)
-  })
+  c.distributed = _defaults_of('distributed')
+  c.lit = _defaults_of('lit')
   c.recipe = ml_collections.ConfigDict()  # stages of configs/quickstart.py
   return c
 
@@ -128,9 +144,8 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   out = ml_collections.ConfigDict(type_safe=False)
   for key in base.keys():
     value = config.get(key, base[key]) if key in config else base[key]
-    if key in ('optim', 'schedule', 'distill', 'teacher', 'prune', 'quant',
-               'distributed', 'lit', 'student_init', 'mixup'):
-      value = with_defaults(value, base[key], f'config.{key}')
+    if key in SECTIONS:   # validated in `validate`, with the rest
+      value = config_sections.complete_section(key, value, check=False)
     else:
       check_type(value, base[key], f'config.{key}')
     out[key] = value
@@ -156,8 +171,9 @@ def _teacher_weights(config) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks that need no data and no compile; messages name the key."""
-  if config.mode not in _MODES:
-    raise ValueError(unknown_name_message('config.mode', config.mode, _MODES))
+  if config.mode not in MODES:
+    raise ValueError(unknown_name_message('config.mode', config.mode,
+                                          MODES.names()))
   model = config.model
   if model.family != 'lit' and model.get('patches'):
     _check_patches(model, 'config.model')
@@ -180,13 +196,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(unknown_name_message('config.best_metric',
                                           config.best_metric, BEST_METRICS[:1] if lit else BEST_METRICS) +
                      ' (or None to keep only the latest checkpoints).')
-  pruning.validate(config.prune)
-  student_init.validate(config.student_init)
-  mixup.validate(config.mixup)
+  for name in SECTIONS.names():
+    section = SECTIONS.get(name)
+    if section.validate is not None:
+      section.validate(config[name])
   if student_init.active(config.student_init) and not config.init_from:
     raise ValueError('config.student_init builds the student from a teacher: set '
                      'config.init_from to the teacher\'s saved model directory.')
-  quantize.resolve(config.quant)
   accum = config.optim.accum_steps
   if not isinstance(accum, int) or accum < 1 or config.batch_size % accum:
     raise ValueError(f'config.optim.accum_steps={accum!r} must be a positive '

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vit_compress.config_sections import with_defaults
+from vit_compress import config_sections
 from vit_compress.registry import Registry
 
 Outputs = Dict[str, Any]
@@ -56,9 +56,15 @@ def default_distill_config() -> ml_collections.ConfigDict:
   })
 
 
+config_sections.register('distill', default_distill_config)
+
+
 def distill_config(config) -> ml_collections.ConfigDict:
-  return with_defaults(config.get('distill') if config is not None else None,
-                       default_distill_config(), 'config.distill')
+  """`config.distill`, completed (`experiment.complete`); the defaults when
+  there is no config at all."""
+  if config is None:
+    return default_distill_config()
+  return config.distill
 
 
 def needs_teacher(config) -> bool:

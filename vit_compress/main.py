@@ -4,8 +4,9 @@
         [--config.total_steps=1000 --config.batch_size=64 ...]
 
 `config.mode` picks what runs: 'train' (default; resumes from the workdir) or
-'recipe' (the chained stages of configs/quickstart.py). Bad input fails before
-anything compiles or is written, with one line naming the key and the fix.
+'recipe' (the chained stages of configs/quickstart.py), as registered in
+modes.py. Bad input fails before anything compiles or is written, with one
+line naming the key and the fix.
 """
 import copy
 import sys
@@ -17,7 +18,8 @@ from ml_collections import config_flags
 
 from vit_compress import cli
 from vit_compress import logs
-from vit_compress.registry import Registry
+from vit_compress import modes
+from vit_compress.modes import MODES
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -32,11 +34,10 @@ flags.DEFINE_bool('resume_with_changes', False,
 cli.define_verbose()
 flags.mark_flags_as_required(['config', 'workdir'])
 
-MODES = Registry('mode')
 _ALIAS_NOTES = []   # what each vit_jax key on the command line set
 
 
-@MODES.register('train')
+@modes.runs('train')
 def _train(config, workdir):
   from vit_compress import train  # pylint: disable=g-import-not-at-top
   metrics = train.train_and_evaluate(config, workdir)
@@ -45,7 +46,7 @@ def _train(config, workdir):
       f'{k} {v:.4f}' for k, v in metrics.items() if k != 'step'))
 
 
-@MODES.register('recipe')
+@modes.runs('recipe')
 def _recipe(config, workdir):
   from vit_compress import recipe  # pylint: disable=g-import-not-at-top
   recipe.run(config, workdir)
@@ -63,7 +64,7 @@ def run(config, workdir: str, resume_with_changes: bool = False,
   def work():
     from vit_compress import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     workdir_lib.check_writable_path(workdir)
-    MODES.get(mode)(config, workdir)
+    MODES.get(mode).run(config, workdir)
   return cli.report(work, verbose)
 
 

@@ -1,7 +1,10 @@
 """The optax optimiser and learning-rate schedule an experiment config asks for.
 
 `make_optimizer(config)` reads `config.optim`, `config.schedule` and
-`config.total_steps` and returns `(tx, schedule_fn)`. The chain is
+`config.total_steps` and returns `(tx, schedule_fn)`. Both sections are
+registered here (`config_sections.register`) and read as completed sections:
+`experiment.complete` fills them once; a hand-built config goes through
+`config_sections.complete_sections` first. The chain is
 
   clip global norm -> [L2 decay, 'sgd'/'adam'] -> momentum / Adam
   -> [decoupled decay, 'adamw'] -> per-path lr multipliers -> -schedule(step)
@@ -26,8 +29,8 @@ import ml_collections
 from ml_collections import config_dict
 import optax
 
+from vit_compress import config_sections
 from vit_compress import paths
-from vit_compress.config_sections import with_defaults
 # Re-exported: optimiser configs are written in terms of these.
 from vit_compress.paths import path_names, regex_mask  # pylint: disable=unused-import
 from vit_compress.registry import Registry
@@ -66,6 +69,10 @@ def default_schedule_config() -> ml_collections.ConfigDict:
   })
 
 
+config_sections.register('optim', default_optim_config)
+config_sections.register('schedule', default_schedule_config)
+
+
 # ---------------------------------------------------------------- schedules
 
 @DECAYS.register('constant')
@@ -95,9 +102,14 @@ def _rsqrt(t, decay_steps, cfg):
   return 1.0 / jnp.sqrt(1.0 + t / cfg.timescale)
 
 
-def make_schedule(schedule_config, total_steps: int) -> Schedule:
-  """step -> learning rate: linear warm-up from 0, then `decay_type`."""
-  cfg = with_defaults(schedule_config, default_schedule_config(), 'config.schedule')
+def make_schedule(schedule_config: ml_collections.ConfigDict,
+                  total_steps: int) -> Schedule:
+  """step -> learning rate: linear warm-up from 0, then `decay_type`.
+
+  `schedule_config` is a completed `config.schedule`
+  (`config_sections.complete_section('schedule', partial)` completes one).
+  """
+  cfg = schedule_config
   decay = DECAYS.get(cfg.decay_type)
   if total_steps is None or int(total_steps) <= 0:
     raise ValueError(f'config.total_steps must be a positive integer, got {total_steps!r}.')
@@ -195,9 +207,11 @@ def _checked_on_init(tx: optax.GradientTransformation,
 
 def make_optimizer(config: ml_collections.ConfigDict
                   ) -> Tuple[optax.GradientTransformation, Schedule]:
-  """(optax transformation, step -> base learning rate) from an experiment config."""
-  cfg = with_defaults(config.get('optim'), default_optim_config(), 'config.optim')
-  schedule = make_schedule(config.get('schedule'), config.get('total_steps'))
+  """(optax transformation, step -> base learning rate) from an experiment
+  config whose sections are completed (`experiment.complete`, or
+  `config_sections.complete_sections` for a hand-built one)."""
+  cfg = config.optim
+  schedule = make_schedule(config.schedule, config.get('total_steps'))
   direction, decoupled = OPTIMIZERS.get(cfg.name)(cfg)
   if cfg.weight_decay < 0:
     raise ValueError(f'config.optim.weight_decay must be >= 0, got {cfg.weight_decay}.')

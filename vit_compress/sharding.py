@@ -36,8 +36,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import ml_collections
 import numpy as np
 
+from vit_compress import config_sections
 from vit_compress import paths
-from vit_compress.config_sections import with_defaults
 from vit_compress.registry import unknown_name_message
 
 MODEL_AXIS = 'model'
@@ -318,13 +318,20 @@ def default_distributed_config() -> ml_collections.ConfigDict:
   })
 
 
+config_sections.register('distributed', default_distributed_config)
+
+
 def initialize_distributed(config) -> bool:
   """Starts jax.distributed when `config.distributed` asks; True if it did.
 
   Must run before anything touches a jax device (jax.devices(), any array).
+  `config.distributed` is a completed section (`experiment.complete`, or
+  `config_sections.complete_section('distributed', partial)`); no config at
+  all is a single process.
   """
-  cfg = with_defaults(config.get('distributed') if config is not None else None,
-                      default_distributed_config(), 'config.distributed')
+  if config is None:
+    return False
+  cfg = config.get('distributed')
   if not cfg.enabled:
     return False
   if jax.distributed.is_initialized():

@@ -383,8 +383,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   rerun of an existing workdir does).
   """
   workdir_lib.check_writable_path(workdir)
-  sharding.initialize_distributed(config)
   config = prepare(config)
+  sharding.initialize_distributed(config)
   mesh = sharding.make_mesh(config.mesh)
   info = data.validate_config(config, mesh)
   init_params = None   # a student built from the teacher's weights

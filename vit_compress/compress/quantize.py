@@ -50,7 +50,7 @@ from qwix._src.providers.ptq import WithAux
 
 from vit_compress import models
 from vit_compress import paths
-from vit_compress.config_sections import with_defaults
+from vit_compress import config_sections
 
 PyTree = Any
 
@@ -86,8 +86,17 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def resolve(quant_config: Optional[Any]) -> ml_collections.ConfigDict:
-  """`quant_config` completed from the defaults and checked; errors name the key."""
-  qc = with_defaults(quant_config, default_config(), 'config.quant')
+  """`quant_config` completed from the defaults and checked; errors name the key.
+
+  The entry point for a partial quant section (a recipe stage's `quant`
+  settings, the one a saved model carries); an experiment config's
+  `config.quant` is completed by `experiment.complete` and checked by `check`.
+  """
+  return config_sections.complete_section('quant', quant_config)
+
+
+def check(qc: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks a completed quant section; errors name the key."""
   _check_choice(qc, 'mode', MODES)
   _check_choice(qc, 'weight_dtype', WEIGHT_DTYPES)
   _check_choice(qc, 'act_dtype', ACT_DTYPES)
@@ -108,6 +117,9 @@ def resolve(quant_config: Optional[Any]) -> ml_collections.ConfigDict:
   for pattern in list(qc.exclude) + [qc.include]:
     paths.compile_regex(pattern, 'config.quant.exclude / include')
   return qc
+
+
+config_sections.register('quant', default_config, check)
 
 
 def _check_choice(qc, key, choices):

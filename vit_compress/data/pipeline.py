@@ -14,7 +14,8 @@ That layout (which rows a process holds, which batch sizes split evenly) is
 sharding.py's; this module calls it.
 
 `config` is a completed experiment config (`experiment.complete`): fields are
-read as they are, and their defaults live in `experiment.defaults()` only.
+read as they are; their defaults live in `data/defaults.py` only (put in
+every experiment config by `experiment.defaults()`).
 The source (sources.py) is asked, never type-tested, for what differs between
 datasets (`Source.full_shuffle`, `Source.load`).
 
