@@ -437,16 +437,19 @@ def size_report(qparams: PyTree) -> Dict[str, Any]:
 
 def save_quantized(directory: str, qparams: PyTree,
                    model_config: ml_collections.ConfigDict,
-                   overwrite: bool = False) -> Dict[str, Any]:
+                   overwrite: bool = False,
+                   extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """Writes the integer parameters and the model config (with `quant`); returns
-  `size_report(qparams)`, which is also saved as the artifact's extra metadata."""
+  `size_report(qparams)`, which is also saved in the artifact's extra metadata
+  (beside `extra`, under 'quantization')."""
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   if model_config.get('quant') is None:
     raise ValueError('save_quantized needs the model config returned by '
                      'quantize() (it carries the quant section).')
   report = size_report(qparams)
   checkpoint.save_model(directory, to_storage(qparams), model_config,
-                        extra={'quantization': report}, overwrite=overwrite)
+                        extra={**(extra or {}), 'quantization': report},
+                        overwrite=overwrite)
   return report
 
 
