@@ -27,7 +27,7 @@ the path is and what to pass instead.
 """
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Tuple
 
 from absl import logging
 import ml_collections
@@ -92,9 +92,12 @@ def resolve(path: str, key: str = 'path') -> str:
   training workdir; `ArtifactNotFoundError` naming `key` for anything else."""
   path = os.fspath(path or '')
   if not path:
-    raise ArtifactNotFoundError(f'{key} is empty: give {_WHAT}.')
+    raise ArtifactNotFoundError(f'{key} is empty: give a saved model directory '
+                                f'(WORKDIR/{MODEL_SUBDIR}).')
   if not tf.io.gfile.exists(path):
-    raise ArtifactNotFoundError(f'{key}={path!r} does not exist: give {_WHAT}.')
+    raise ArtifactNotFoundError(
+        f'{key}={path!r} does not exist, so it is not a saved model: give a '
+        f'saved model directory (WORKDIR/{MODEL_SUBDIR}) or a training workdir.')
   if not tf.io.gfile.isdir(path):
     raise ArtifactNotFoundError(
         f'{key}={path!r} is a file, not a saved model directory: give the '
@@ -110,6 +113,20 @@ def resolve(path: str, key: str = 'path') -> str:
       f'{checkpoint.CONFIG_FILE} beside {checkpoint.PARAMS_DIR}/), nor a '
       f'workdir with a finished {MODEL_SUBDIR}/: give WORKDIR/{MODEL_SUBDIR} '
       'of a finished run.')
+
+
+def _locate(path: str, key: str) -> Tuple[str, bool]:
+  """(the artifact's directory or file, whether it is a compact file)."""
+  path = os.fspath(path or '')
+  if not path:
+    raise ArtifactNotFoundError(f'{key} is empty: give {_WHAT}.')
+  if not tf.io.gfile.exists(path):
+    raise ArtifactNotFoundError(f'{key}={path!r} does not exist: give {_WHAT}.')
+  if tf.io.gfile.isdir(path):
+    return resolve(path, key), False
+  if not is_compact(path):
+    raise _wrong_file(path, key)
+  return path, True
 
 
 def _wrong_file(path: str, key: str) -> ArtifactNotFoundError:
@@ -138,17 +155,13 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
-  path = os.fspath(path or '')
+  path, one_file = _locate(path, key)
   extra = None
-  if path and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-    if not is_compact(path):
-      raise _wrong_file(path, key)
-    _check_float(compact.read_config(path), path, require_float)
+  if require_float and is_quantized(read_config(path, key)):
+    raise ValueError(f'{path} holds a quantized model; {require_float}')
+  if one_file:
     _, params, model_config = compact.load(path)
   else:
-    path = resolve(path, key)
-    _check_float(checkpoint.read_model_config(
-        os.path.join(path, checkpoint.CONFIG_FILE)), path, require_float)
     model_config, params, extra = checkpoint.load_model(path, with_extra=True)
     if is_quantized(model_config):
       params = quantize.params_from_storage(params, model_config)
@@ -162,21 +175,13 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
   return Artifact(module, params, model_config, path, extra)
 
 
-def _check_float(model_config, path: str, advice: Optional[str]) -> None:
-  if advice and is_quantized(model_config):
-    raise ValueError(f'{path} holds a quantized model; {advice}')
-
-
 def read_config(path: str, key: str = 'path') -> ml_collections.ConfigDict:
   """The model config of the artifact at `path`, without reading its arrays."""
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
-  path = os.fspath(path or '')
-  if path and tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-    if not is_compact(path):
-      raise _wrong_file(path, key)
+  path, one_file = _locate(path, key)
+  if one_file:
     return compact.read_config(path)
-  return checkpoint.read_model_config(
-      os.path.join(resolve(path, key), checkpoint.CONFIG_FILE))
+  return checkpoint.read_model_config(os.path.join(path, checkpoint.CONFIG_FILE))
 
 
 def save(path: str, params: PyTree, model_config: ml_collections.ConfigDict, *,

@@ -92,10 +92,11 @@ def _meta(data, path: str) -> Dict[str, Any]:
 
 def is_compact(path: str) -> bool:
   """Whether the .npz at `path` carries a compact artifact's index."""
-  try:
-    with _open(path) as data:
-      return _META in data.files
-  except (ValueError, OSError):  # not an .npz at all
+  try:  # reads the zip directory only, not the arrays
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = np.load(f, allow_pickle=False)
+      return isinstance(data, np.lib.npyio.NpzFile) and _META in data.files
+  except (ValueError, OSError, EOFError):  # not an .npz at all
     return False
 
 

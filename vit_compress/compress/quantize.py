@@ -34,7 +34,6 @@ directory alone:
     model, qparams, qconfig = quantize.load_quantized(workdir)
     logits = model.apply({'params': qparams}, images)
 """
-import dataclasses
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -45,10 +44,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import qwix
-# The wrapper qwix puts around quantized parameters; not re-exported by qwix.
-from qwix._src.providers.ptq import WithAux
 
 from vit_compress import models
+from vit_compress import qwix_private
 from vit_compress import paths
 from vit_compress.config_sections import with_defaults
 
@@ -164,7 +162,7 @@ def mutable_collections(quant_config) -> Tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- calibration
-class _PercentileQtProvider(qwix.QtProvider):
+class _PercentileQtProvider(qwix_private.ActStatQtProvider):
   """qwix's QT provider, but an activation's statistic is a percentile of |x|.
 
   qwix calibrates with absmax / minmax / rms / fixed ranges only. Here the
@@ -178,22 +176,13 @@ class _PercentileQtProvider(qwix.QtProvider):
     super().__init__(quant_rules)
     self._percentile = percentile
 
-  def _create_dot_general_qt_config(self, rule, op_id, lhs, rhs):
-    config = super()._create_dot_general_qt_config(rule, op_id, lhs, rhs)
-    collect = config.lhs_collect_quant_stat
-    if collect is None:
-      return config
+  def act_statistic(self, rule, lhs, calibration):
+    absmax = calibration['absmax']  # shaped like the scale, before averaging
     batch_axes = set(rule.act_batch_axes)
-
-    def collect_percentile(calibration):
-      absmax = calibration['absmax']  # shaped like the scale, before averaging
-      axes = tuple(i for i, n in enumerate(absmax.shape)
-                   if n == 1 or i in batch_axes)
-      value = jnp.percentile(jnp.abs(lhs).astype(jnp.float32), self._percentile,
-                             axis=axes, keepdims=True)
-      return collect({'absmax': value.astype(absmax.dtype)})
-
-    return dataclasses.replace(config, lhs_collect_quant_stat=collect_percentile)
+    axes = tuple(i for i, n in enumerate(absmax.shape) if n == 1 or i in batch_axes)
+    value = jnp.percentile(jnp.abs(lhs).astype(jnp.float32), self._percentile,
+                           axis=axes, keepdims=True)
+    return {'absmax': value.astype(absmax.dtype)}
 
 
 def _model_inputs(model_config, batch) -> Dict[str, Any]:
@@ -311,7 +300,7 @@ def quantize(params: PyTree, model_config: ml_collections.ConfigDict,
 
 # -------------------------------------------------------------------- storage
 def _is_quantized(x) -> bool:
-  return isinstance(x, WithAux)
+  return qwix_private.is_quantized_param(x)
 
 
 def _pack_int4(values) -> np.ndarray:
@@ -455,14 +444,13 @@ def save_quantized(directory: str, qparams: PyTree,
 
 def load_quantized(directory: str
                    ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
-  """(PTQ module, integer parameters, model config) from a `save_quantized` directory."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
-  model_config, stored = checkpoint.load_model(directory)
-  if model_config.get('quant') is None:
+  """(PTQ module, integer parameters, model config) from a `save_quantized`
+  directory (`artifact.load`, refusing a float model)."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  if not artifact.is_quantized(artifact.read_config(directory)):
     raise ValueError(f'{directory} holds a float model (its config has no quant '
-                     'section); load it with checkpoint.load_model.')
-  return (quantized_model(model_config), params_from_storage(stored, model_config),
-          model_config)
+                     'section); load it with artifact.load.')
+  return tuple(artifact.load(directory))
 
 
 def params_from_storage(stored: PyTree, model_config: ml_collections.ConfigDict
