@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -167,3 +168,30 @@ def test_compact_file_is_recognised_only_with_its_index(kinds, tmp_path):
   assert artifact.is_compact(str(tmp_path / 'c.npz'))
   assert not artifact.is_compact(str(tmp_path / 'plain.npz'))
   assert not artifact.is_compact(str(tmp_path / 'missing.npz'))
+
+
+def test_predict_loads_a_workdir_root_and_a_compact_file(kinds, tmp_path):
+  from vit_compress import predict  # pylint: disable=g-import-not-at-top
+  params, config, module = kinds['quantized']
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.inference = {'pp_eval': 'decode|to_rgb|value_range(-1, 1)',
+                      'class_names': [str(i) for i in range(10)]}
+  with open(tmp_path / checkpoint.CONFIG_FILE, 'w') as f:   # the workdir's own
+    json.dump({'name': config.name}, f)
+  artifact.save(str(tmp_path / checkpoint.MODEL_SUBDIR), params, config)
+  artifact.save(str(tmp_path / 'one.npz'), params, config)
+  for path in (str(tmp_path), str(tmp_path / 'one.npz')):
+    p = predict.load(path)
+    assert p.quantized and p.class_names == tuple(str(i) for i in range(10))
+    np.testing.assert_array_equal(_logits(p.module, p.params), _logits(module, params))
+  with pytest.raises(ValueError, match=r"'.*empty' is a directory but not a saved"):
+    os.makedirs(tmp_path / 'empty')
+    predict.load(str(tmp_path / 'empty'))
+
+
+def test_an_unknown_transform_lists_the_known_ones(kinds):
+  params, config, _ = kinds['masked']
+  with pytest.raises(ValueError, match=r"Unknown compression transform 'shrnk'\. "
+                     r"Did you mean 'shrink'\?.*lowrank, quantize, shrink"):
+    transforms.apply('shrnk', params, config)
+  assert transforms.TRANSFORMS.names() == ['dequantize', 'lowrank', 'quantize', 'shrink']
