@@ -18,7 +18,7 @@ names another) and writes into `{workdir}/export/`:
   artifact     artifact/: pruned heads, neurons and layers removed (`shrink`,
                from the zeros that pruning left), then weights quantized
                (config.quant when its mode is 'ptq', else int8 weight-only);
-               reloads with `compress.quantize.load_quantized`;
+               reloads with `artifact.load`;
   tflite       model_float.tflite;
   tflite_int8  model_int8.tflite, calibrated on training images (the train
                split with the eval preprocessing).

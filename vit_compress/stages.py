@@ -5,7 +5,9 @@ Each kind is registered by name with the settings it accepts (their
 defaults) and a function that runs it. A stage reads its inputs (paths, with
 'stage:NAME' references already resolved by `recipe`) and writes into its
 own directory; it returns {'output': path, 'metrics': {...}} for the stage's
-DONE marker. Settings:
+DONE marker. Models are read with `artifact.load` (a workdir root stands
+for its model/), changed by the transforms of `transforms.apply` and written
+with `artifact.save`. Settings:
 
   train     config: overrides of the recipe's shared experiment config
             (data, pp, batch sizes) -> a full experiment config, trained by
@@ -27,7 +29,7 @@ DONE marker. Settings:
             `<stage>/model`.
   quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
             -> integer weights saved with their config (reloads alone with
-            `quantize.load_quantized`); `<stage>/model`.
+            `artifact.load`); `<stage>/model`.
   report    variants: [{'name', 'model' (a saved model), 'tome_r', 'runtime',
             'num_calibration'}], scored on the same eval split (config:
             overrides of the shared data settings): top-1, agreement with the
