@@ -202,7 +202,6 @@ def factorize_saved_model(model_dir: str, out_dir: str, *, energy=None,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from vit_compress import artifact  # pylint: disable=g-import-not-at-top
-  from vit_compress import transforms  # pylint: disable=g-import-not-at-top
   check_rank_settings(energy, ratio, rank)
   paths.compile_regex(params_regex, 'lowrank params_regex')
   model_dir = artifact.resolve(model_dir, '--model')   # not a saved model: refused
@@ -212,9 +211,10 @@ def factorize_saved_model(model_dir: str, out_dir: str, *, energy=None,
   loaded = artifact.load(model_dir, key='--model', require_float=(
       'factorise the float model it came from.'))
   params, extra = loaded.params, loaded.extra
-  new_params, new_config = transforms.apply(
-      'lowrank', params, loaded.model_config, energy=energy, ratio=ratio, rank=rank,
-      params_regex=params_regex)
+  # `factorize` is the transform registered as 'lowrank' (transforms.py).
+  new_params, new_config = factorize(params, loaded.model_config, energy=energy,
+                                     ratio=ratio, rank=rank,
+                                     params_regex=params_regex)
   before, after = models.count_params(params), models.count_params(new_params)
   ranks = {k: list(v) for k, v in new_config.transformer.lowrank.items()}
   extra = dict(extra or {}, factorized_from=model_dir, params_before=before,

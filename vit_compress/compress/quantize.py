@@ -445,12 +445,14 @@ def save_quantized(directory: str, qparams: PyTree,
 def load_quantized(directory: str
                    ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
   """(PTQ module, integer parameters, model config) from a `save_quantized`
-  directory (`artifact.load`, refusing a float model)."""
-  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
-  if not artifact.is_quantized(artifact.read_config(directory)):
+  directory. `artifact.load` reads this and every other kind of artifact."""
+  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  model_config, stored = checkpoint.load_model(directory)
+  if model_config.get('quant') is None:
     raise ValueError(f'{directory} holds a float model (its config has no quant '
                      'section); load it with artifact.load.')
-  return tuple(artifact.load(directory))
+  return (quantized_model(model_config), params_from_storage(stored, model_config),
+          model_config)
 
 
 def params_from_storage(stored: PyTree, model_config: ml_collections.ConfigDict
