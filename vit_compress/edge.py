@@ -23,7 +23,7 @@ machine, and the manifest says how fast it was against the fastest float one.
 A float artifact passes with top-1 identical to JAX on every check image and
 logits within FLOAT_TOLERANCE; an int8 one with >= MIN_INT8_AGREEMENT % top-1
 agreement (on random images, with logits within RANDOM_INT8_LOGIT_ERROR). int8 calibration uses the training split with the eval
-preprocessing (`export._representative_images`), or the check images' own
+preprocessing (`calibration.images`), or the check images' own
 distribution when no dataset is known.
 """
 import dataclasses
@@ -39,6 +39,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vit_compress import artifact as artifact_lib
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import onnx_export
@@ -129,11 +130,6 @@ def check_input_shape(model_config: ml_collections.ConfigDict,
   return tuple(int(d) for d in shape)
 
 
-def _read_config(path: str) -> ml_collections.ConfigDict:
-  with open(os.path.join(path, checkpoint.CONFIG_FILE)) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
 def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = None,
                    random_init: bool = False, num_classes: Optional[int] = None
                    ) -> ml_collections.ConfigDict:
@@ -141,7 +137,7 @@ def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = No
   model = os.fspath(model)
   directory = checkpoint.find_model_dir(model)
   if directory:
-    return _read_config(directory)
+    return artifact_lib.read_config(directory)
   if model.endswith('.npz'):
     beside = os.path.splitext(model)[0] + '.model_config.json'
     if not os.path.exists(model):
@@ -174,18 +170,18 @@ def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = No
 def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
          random_init: bool = False, num_classes: Optional[int] = None):
   """(float model config, float params, info): info has 'source', 'dataset'."""
-  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
   config = resolve_config(model, size, checkpoint_path=checkpoint_path,
                           random_init=random_init, num_classes=num_classes)
   directory = checkpoint.find_model_dir(os.fspath(model))
   info = {'source': os.fspath(model), 'dataset': None}
   if directory:
-    config, params = checkpoint.load_model(directory)
+    loaded = artifact_lib.load(directory)
     info.update(source=directory,
-                dataset=checkpoint.recorded_data(config).get('dataset'))
-    if config.get('quant') is not None:
-      params, config = quantize.dequantize(quantize.load_quantized(directory)[1], config)
+                dataset=checkpoint.recorded_data(loaded.model_config).get('dataset'))
+    if loaded.quantized:
+      loaded = loaded.dequantized()
       info['dequantized'] = True   # int8 weights times scales: exported as float
+    config, params = loaded.model_config, loaded.params
   elif os.fspath(model).endswith('.npz'):
     params = checkpoint.load_npz(model, config)
   else:
@@ -231,8 +227,8 @@ def _data_config(model_config, dataset: str, data_config=None):
 def _check_and_calibration_images(model_config, info, num_calibration, data_config,
                                   data_dir):
   """(check batches [{'image'}], calibration images [array], description)."""
+  from vit_compress import calibration as calibration_lib  # pylint: disable=g-import-not-at-top
   from vit_compress import data  # pylint: disable=g-import-not-at-top
-  from vit_compress import export  # pylint: disable=g-import-not-at-top
   dataset = info.get('dataset') or (data_config.dataset if data_config else None)
   if dataset:
     config = _data_config(model_config, dataset, data_config)
@@ -242,7 +238,7 @@ def _check_and_calibration_images(model_config, info, num_calibration, data_conf
     for batch in data.make_eval_iterator(config):
       real = np.asarray(batch['mask']) > 0
       batches.append({'image': np.asarray(batch['image'])[real]})
-    calibration = np.concatenate(export._representative_images(config, num_calibration))  # pylint: disable=protected-access
+    calibration = np.concatenate(calibration_lib.images(config, num_calibration))
     split = config.get('eval_split') or 'test'
     return batches, [calibration[:num_calibration]], f'{dataset} {split} split'
   size = int(model_config.image_size)

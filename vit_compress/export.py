@@ -18,7 +18,7 @@ names another) and writes into `{workdir}/export/`:
   artifact     artifact/: pruned heads, neurons and layers removed (`shrink`,
                from the zeros that pruning left), then weights quantized
                (config.quant when its mode is 'ptq', else int8 weight-only);
-               reloads with `compress.quantize.load_quantized`;
+               reloads with `artifact.load`;
   tflite       model_float.tflite;
   tflite_int8  model_int8.tflite, calibrated on training images (the train
                split with the eval preprocessing).
@@ -39,16 +39,19 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from vit_compress import artifact
+from vit_compress import calibration as calibration_lib
 from vit_compress import checkpoint
 from vit_compress import cli
 from vit_compress import models
 from vit_compress import predict_runtime
 from vit_compress import tflite
-from vit_compress import workdir as workdir_lib
+from vit_compress import transforms
 from vit_compress.eval import classification
+from vit_compress.compress import structure
 from vit_compress.eval import profiling
 
-MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # where training saves its final model
+MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
 EXPORT_SUBDIR = 'export'
 SUMMARY_FILE = 'summary.json'
 FORMATS = ('npz', 'artifact', 'tflite', 'tflite_int8')
@@ -68,12 +71,10 @@ def find_saved_model(workdir: str) -> str:
 
 def load_float_model(model_dir: str):
   """(model_config, params) of a float saved model; quantized ones are refused."""
-  model_config, params = checkpoint.load_model(model_dir)
-  if model_config.get('quant') is not None:
-    raise ValueError(f'{model_dir} holds a quantized model; export the float '
-                     'model it came from (TFLite int8 and the artifact quantize '
-                     'it themselves; .npz files hold float weights).')
-  return model_config, params
+  loaded = artifact.load(model_dir, key='--model_dir', require_float=(
+      'export the float model it came from (TFLite int8 and the artifact '
+      'quantize it themselves; .npz files hold float weights).'))
+  return loaded.model_config, loaded.params
 
 
 # -------------------------------------------------------------------- npz
@@ -92,9 +93,7 @@ def export_npz(model_config: ml_collections.ConfigDict, params, path: str) -> Di
 
 
 # --------------------------------------------------------------- artifact
-def masks_from_zeros(params):
-  """Pruning masks as the saved weights imply them: 0 where a weight is 0."""
-  return jax.tree.map(lambda p: (np.asarray(p) != 0).astype(np.float32), params)
+masks_from_zeros = structure.masks_from_zeros   # its home: compress.structure
 
 
 def export_artifact(model_config: ml_collections.ConfigDict, params, directory: str,
@@ -102,18 +101,16 @@ def export_artifact(model_config: ml_collections.ConfigDict, params, directory: 
                     calibration_batches: Optional[Iterable[Any]] = None
                     ) -> Dict[str, Any]:
   """Shrinks (ViT) and quantizes; saves with its config. Returns sizes and widths."""
-  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
-  from vit_compress.compress import structure  # pylint: disable=g-import-not-at-top
   before = models.count_params(params)
   if model_config.get('family') == 'vit':
-    params, model_config = structure.shrink(params, masks_from_zeros(params),
-                                            model_config)
+    params, model_config = transforms.apply('shrink', params, model_config)
   shrunk = models.count_params(params)
   if quant_config is None or quant_config.get('mode') != 'ptq':
     quant_config = {'mode': 'ptq', 'weight_dtype': 'int8'}
-  qparams, qconfig = quantize.quantize(params, model_config, quant_config,
-                                       batches=calibration_batches)
-  sizes = quantize.save_quantized(directory, qparams, qconfig, overwrite=True)
+  qparams, qconfig = transforms.apply('quantize', params, model_config,
+                                      quant_config=quant_config,
+                                      batches=calibration_batches)
+  sizes = artifact.save(directory, qparams, qconfig, overwrite=True)
   t = qconfig.get('transformer')
   return {'path': directory, 'bytes': profiling.artifact_bytes(directory),
           'params_before': before, 'params_after_shrink': shrunk,
@@ -161,20 +158,6 @@ def check_tflite(path: str, model_config: ml_collections.ConfigDict, params,
 
 
 # ---------------------------------------------------------------- the run
-def _representative_images(config, limit: int):
-  """Training images with the eval preprocessing (no augmentation), real ones only."""
-  from vit_compress import data  # pylint: disable=g-import-not-at-top
-  images, seen = [], 0
-  for batch in data.make_eval_iterator(config, split=config.get('train_split', 'train')):
-    real = np.asarray(batch['mask']) > 0
-    chunk = np.asarray(batch['image'])[real]
-    images.append(chunk)
-    seen += len(chunk)
-    if seen >= limit:
-      break
-  return images
-
-
 def _eval_batches(config):
   from vit_compress import data  # pylint: disable=g-import-not-at-top
   return lambda: data.make_eval_iterator(config)
@@ -219,7 +202,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       quant = config.get('quant')
       calibration = None
       if quant is not None and quant.get('act_static'):
-        calibration = (dict(image=x) for x in _representative_images(config, num_calibration))
+        calibration = (dict(image=x) for x in calibration_lib.images(config, num_calibration))
       results[fmt] = export_artifact(model_config, params,
                                      os.path.join(out_dir, 'artifact'),
                                      quant_config=quant, calibration_batches=calibration)
@@ -228,7 +211,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       path = os.path.join(out_dir, 'model_int8.tflite' if int8 else 'model_float.tflite')
       results[fmt] = export_tflite(
           model_config, params, path, int8=int8, per_channel=per_channel,
-          representative_images=(_representative_images(config, num_calibration)
+          representative_images=(calibration_lib.images(config, num_calibration)
                                  if int8 else None))
       if check:
         results[fmt].update(check_tflite(path, model_config, params,
@@ -339,7 +322,7 @@ def command(workdir, formats, *, config=None, model_dir=None, data_dir=None,
   if num_calibration < 1:
     raise ValueError(f'--num_calibration={num_calibration} must be positive.')
   if model_dir:
-    model_dir = workdir_lib.resolve_model_dir(model_dir, '--model_dir')
+    model_dir = artifact.resolve(model_dir, '--model_dir')
   else:
     model_dir = find_saved_model(workdir)
   config = config_for(model_dir, config)

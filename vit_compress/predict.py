@@ -8,8 +8,10 @@ r"""Predict with any artifact: load it, preprocess, run, read logits or features
     p.embed(images)              # (N, D) pre-logits features, for retrieval
     p.zero_shot(images, ['cat', 'dog'])   # LiT
 
-PATH is a saved model directory (trained, pruned, shrunk or quantized: read
-by `stages.load_artifact`, the one loader) or a vit_jax / big_vision `.npz`
+PATH is a saved model directory (trained, pruned, shrunk, low-rank or
+quantized; a training workdir stands for its model/), a compact one-file
+artifact (`compress.compact`) - both read by `artifact.load`, the one loader -
+or a vit_jax / big_vision `.npz`
 (with `--model_name`, unless our export wrote its `.model_config.json`
 beside it). The preprocessing and the class names come from the artifact
 (`model_config.inference`, written when training saves the model and kept by
@@ -159,12 +161,13 @@ def load(path: str, *, model_name: Optional[str] = None,
          image_size: Optional[int] = None, pp: Optional[str] = None,
          class_names: Optional[Sequence[str]] = None) -> Predictor:
   """A Predictor for an artifact; `pp` / `class_names` replace what it records."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
-  from vit_compress import stages  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
-  if checkpoint.is_saved_model(path):
-    module, params, model_config = stages.load_artifact(path)
+  if tf.io.gfile.isdir(path) or artifact.is_compact(path):
+    # A saved model (a workdir: its model/) or a compact one-file artifact.
+    module, params, model_config = artifact.load(path)
     kind = 'saved model'
   elif path.endswith('.npz'):
     model_config, params = _npz_model(path, model_name, image_size)

@@ -5,7 +5,9 @@ Each kind is registered by name with the settings it accepts (their
 defaults) and a function that runs it. A stage reads its inputs (paths, with
 'stage:NAME' references already resolved by `recipe`) and writes into its
 own directory; it returns {'output': path, 'metrics': {...}} for the stage's
-DONE marker. Settings:
+DONE marker. Models are read with `artifact.load` (a workdir root stands
+for its model/), changed by the transforms of `transforms.apply` and written
+with `artifact.save`. Settings:
 
   train     config: overrides of the recipe's shared experiment config
             (data, pp, batch sizes) -> a full experiment config, trained by
@@ -27,7 +29,7 @@ DONE marker. Settings:
             `<stage>/model`.
   quantize  input: a float saved model; quant: `config.quant` keys (PTQ)
             -> integer weights saved with their config (reloads alone with
-            `quantize.load_quantized`); `<stage>/model`.
+            `artifact.load`); `<stage>/model`.
   report    variants: [{'name', 'model' (a saved model), 'tome_r', 'runtime',
             'num_calibration'}], scored on the same eval split (config:
             overrides of the shared data settings): top-1, agreement with the
@@ -61,7 +63,7 @@ from vit_compress.config_sections import to_dict
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import Registry
 
-MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # where train, shrink and quantize stages put their model
+MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
 _SECTIONS_REPLACED_WHOLE = ('model',)  # a model override is a whole model
 
 
@@ -131,10 +133,9 @@ def _check_input(settings, where: str) -> None:
 
 
 def _saved_model(path: str, where: str) -> str:
-  if not checkpoint.is_saved_model(path):
-    raise FileNotFoundError(f'{where}: {path} is not a saved model directory '
-                            '(no model_config.json).')
-  return path
+  """The saved model directory `path` names (a workdir root: its model/)."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  return artifact.resolve(path, where)
 
 
 # ------------------------------------------------------------------- train
@@ -145,10 +146,10 @@ def _model_of_init_from(config, overrides) -> None:
   if ('model' in to_dict(overrides) or not init_from
       or any(v is not None for k, v in to_dict(config.get('student_init')).items()
              if k in ('layers', 'num_heads', 'mlp_dim'))
-      or not checkpoint.is_saved_model(init_from)):
+      or not checkpoint.find_model_dir(init_from)):
     return
-  model_config, _ = checkpoint.load_model(init_from)
-  config.model = model_config
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  config.model = artifact.read_config(init_from, 'init_from')
 
 
 def _train(ctx: Context) -> Dict[str, Any]:
@@ -171,6 +172,7 @@ STAGES.register('train')(StageKind(
 # ------------------------------------------------------------------ import
 def _import(ctx: Context) -> Dict[str, Any]:
   """A public vit_jax / big_vision .npz as a saved model the later stages read."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   settings = ctx.settings
@@ -179,8 +181,8 @@ def _import(ctx: Context) -> Dict[str, Any]:
   model_config.num_classes = settings.num_classes
   params = checkpoint.load_npz(settings.checkpoint, model_config)
   out = _in_model_subdir(ctx.workdir, ctx.name)
-  checkpoint.save_model(out, params, model_config,
-                        extra={'imported_from': settings.checkpoint}, overwrite=True)
+  artifact.save(out, params, model_config,
+                extra={'imported_from': settings.checkpoint}, overwrite=True)
   return {'output': out, 'metrics': {'params': models.count_params(params)}}
 
 
@@ -256,32 +258,28 @@ STAGES.register('lowrank')(StageKind(
 
 
 # ---------------------------------------------------------------- quantize
-def _calibration_batches(config, limit: int):
-  """Training images with the eval preprocessing (no augmentation)."""
-  from vit_compress import data  # pylint: disable=g-import-not-at-top
-  for i, batch in enumerate(data.make_eval_iterator(config, split=config.train_split)):
-    if i == limit:
-      return
-    real = np.asarray(batch['mask']) > 0
-    yield {'image': np.asarray(batch['image'])[real]}
-
-
 def _quantize(ctx: Context) -> Dict[str, Any]:
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  from vit_compress import calibration  # pylint: disable=g-import-not-at-top
+  from vit_compress import transforms  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
   from vit_compress.eval import profiling  # pylint: disable=g-import-not-at-top
-  source = _saved_model(ctx.settings.input, f'stage {ctx.name!r} input')
-  model_config, params = checkpoint.load_model(source)
-  if model_config.get('quant') is not None:
-    raise ValueError(f'Stage {ctx.name!r}: {source} is already quantized; '
-                     'quantize the float model it came from.')
+  where = f'stage {ctx.name!r} input'
+  source = _saved_model(ctx.settings.input, where)
+  try:
+    loaded = artifact.load(source, key=where, require_float=(
+        'quantize the float model it came from.'))
+  except ValueError as e:
+    raise ValueError(f'Stage {ctx.name!r}: {e}') from None
   qc = quantize.resolve(dict(to_dict(ctx.settings.quant), mode='ptq'))
   batches = None
   if qc.act_static:
-    config = experiment_config(ctx.base, {'model': model_config})
-    batches = _calibration_batches(config, qc.calibration_batches)
-  qparams, qconfig = quantize.quantize(params, model_config, qc, batches=batches)
+    config = experiment_config(ctx.base, {'model': loaded.model_config})
+    batches = calibration.batches(config, qc.calibration_batches)
+  qparams, qconfig = transforms.apply('quantize', loaded.params, loaded.model_config,
+                                      quant_config=qc, batches=batches)
   out = _in_model_subdir(ctx.workdir, ctx.name)
-  sizes = quantize.save_quantized(out, qparams, qconfig, overwrite=True)
+  sizes = artifact.save(out, qparams, qconfig, overwrite=True)
   return {'output': out, 'metrics': {
       'weight_dtype': qc.weight_dtype, 'act_dtype': qc.act_dtype,
       'kernels_smaller': sizes['ratio'], 'bytes': profiling.artifact_bytes(out),
@@ -336,30 +334,20 @@ def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
 def _load_variant(variant):
   """(module, params, model config) of a float or quantized saved model, with
   its tome_r."""
-  path = _saved_model(variant.model, f'report variant {variant.name!r}')
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  where = f'report variant {variant.name!r}'
+  path = _saved_model(variant.model, where)
   try:
-    return load_artifact(path, tome_r=variant.tome_r)
+    return tuple(artifact.load(path, key=where, tome_r=variant.tome_r))
   except ValueError as e:
     raise ValueError(f'Report variant {variant.name!r}: {e}') from None
 
 
 def load_artifact(path: str, tome_r: int = 0):
-  """(module, params, model_config) of any saved model: trained, pruned,
-  shrunk or quantized (the one loader reports and predict use)."""
-  from vit_compress import models  # pylint: disable=g-import-not-at-top
-  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
-  model_config, params = checkpoint.load_model(path)
-  quantized = model_config.get('quant') is not None
-  if quantized:
-    _, params, model_config = quantize.load_quantized(path)
-  if tome_r:  # token merging needs no training: set it and run
-    if model_config.get('family') != 'vit':
-      raise ValueError(f'tome_r needs a ViT; {path} is a '
-                       f'{model_config.get("family")!r} model.')
-    model_config.tome_r = tome_r
-  if quantized:
-    return quantize.quantized_model(model_config), params, model_config
-  return models.build(model_config), params, model_config
+  """(module, params, model_config) of any saved artifact: `artifact.load`,
+  the one loader (kept under this name for its users)."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  return tuple(artifact.load(path, tome_r=tome_r))
 
 
 def _eval_batches(config) -> List[Dict[str, np.ndarray]]:
@@ -444,8 +432,8 @@ def _report(ctx: Context) -> Dict[str, Any]:
 def _edge_row(ctx: Context, variant, index: int, config, batches, reference_logits,
               timing):
   """(row, measure) of a variant run as its TFLite / ONNX file (eval.runtimes)."""
+  from vit_compress import calibration as calibration_lib  # pylint: disable=g-import-not-at-top
   from vit_compress import edge  # pylint: disable=g-import-not-at-top
-  from vit_compress import export  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.eval import classification  # pylint: disable=g-import-not-at-top
   from vit_compress.eval import runtimes  # pylint: disable=g-import-not-at-top
@@ -456,7 +444,7 @@ def _edge_row(ctx: Context, variant, index: int, config, batches, reference_logi
   except ValueError as e:
     raise ValueError(f'Report variant {variant.name!r}: {e}') from None
   forward = classification.forward_fn(models.build(model_config))
-  calibration = lambda: [np.concatenate(export._representative_images(  # pylint: disable=protected-access
+  calibration = lambda: [np.concatenate(calibration_lib.images(
       config, variant.num_calibration))[:variant.num_calibration]]
   logging.info('Scoring %s (%s, as %s).', variant.name, variant.model, variant.runtime)
   row, measure = runtimes.score(

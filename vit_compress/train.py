@@ -641,11 +641,12 @@ def _student_from_teacher(config, mesh):
   """`config.student_init`: the model config and first parameters, taken from
   the init_from teacher (`compress.student_init`); config.model is replaced."""
   _require_exists(config.init_from, 'config.init_from')
-  if not checkpoint.is_saved_model(config.init_from):
+  if not checkpoint.find_model_dir(config.init_from):  # a workdir: its model/
     raise ValueError(f'config.init_from={config.init_from!r} is not a saved model '
                      'directory (workdir/model); config.student_init needs the '
                      "teacher's model config that one carries.")
-  teacher_config, teacher_params = checkpoint.load_model(config.init_from)
+  teacher_config, teacher_params = checkpoint.load_model(
+      checkpoint.find_model_dir(config.init_from))
   spec = config.student_init
   scores = None
   if spec.criterion == 'taylor':

@@ -240,27 +240,9 @@ def record_config(workdir: str, config, step: int = 0,
 # ------------------------------------------------------------- model paths
 def resolve_model_dir(path: str, key: str) -> str:
   """A saved model directory for `key`: `path` itself, or `path/model` when
-  `path` is a training workdir; an error naming the key for anything else."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
-  if not path:
-    raise ValueError(f'{key} is empty: give a saved model directory (WORKDIR/model).')
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f'{key}={path!r} does not exist: give a saved model '
-                            'directory (WORKDIR/model) or a training workdir.')
-  if not tf.io.gfile.isdir(path):
-    raise ValueError(f'{key}={path!r} is a file, not a saved model directory: give '
-                     'the directory training wrote (WORKDIR/model).')
-  found = checkpoint.find_model_dir(path)
-  if found == path:
-    return path
-  if found:
-    logging.info('%s=%s is a training workdir: using its model, %s.', key, path,
-                 found)
-    return found
-  raise ValueError(f'{key}={path!r} is a directory but not a saved model (no '
-                   f'{checkpoint.CONFIG_FILE} beside {checkpoint.PARAMS_DIR}/), '
-                   'nor a workdir with a finished model/: give WORKDIR/model of a '
-                   'finished run.')
+  `path` is a training workdir (`artifact.resolve`, the one home of this rule)."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
+  return artifact.resolve(path, key)
 
 
 def _shapes(params) -> Dict[str, list]:

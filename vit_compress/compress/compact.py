@@ -78,15 +78,39 @@ def save(path: str, params: PyTree, model_config: ml_collections.ConfigDict
           'ideal_bytes': ideal_bytes(params, model_config)}
 
 
-def load(path: str) -> Tuple[Any, PyTree, ml_collections.ConfigDict]:
-  """(module, params, model config) of a compact artifact (PTQ module if quantized)."""
+def _open(path: str):
   with tf.io.gfile.GFile(path, 'rb') as f:
-    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    arrays = {k: data[k] for k in data.files}
-  if _META not in arrays:
+    return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def _meta(data, path: str) -> Dict[str, Any]:
+  if _META not in data.files:
     raise ValueError(f'{path} is not a compact artifact (no {_META} entry); '
                      'write one with compress.compact.save.')
-  meta = json.loads(zlib.decompress(arrays[_META].tobytes()).decode())
+  return json.loads(zlib.decompress(data[_META].tobytes()).decode())
+
+
+def is_compact(path: str) -> bool:
+  """Whether the .npz at `path` carries a compact artifact's index."""
+  try:  # reads the zip directory only, not the arrays
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = np.load(f, allow_pickle=False)
+      return isinstance(data, np.lib.npyio.NpzFile) and _META in data.files
+  except (ValueError, OSError, EOFError):  # not an .npz at all
+    return False
+
+
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """The model config a compact artifact carries, without its arrays."""
+  with _open(path) as data:
+    return checkpoint.config_from_json(_meta(data, path)['config'])
+
+
+def load(path: str) -> Tuple[Any, PyTree, ml_collections.ConfigDict]:
+  """(module, params, model config) of a compact artifact (PTQ module if quantized)."""
+  with _open(path) as data:
+    meta = _meta(data, path)
+    arrays = {k: data[k] for k in data.files if k != _META}
   model_config = checkpoint.config_from_json(meta['config'])
   flat = {}
   for e in meta['index']:

@@ -201,28 +201,25 @@ def factorize_saved_model(model_dir: str, out_dir: str, *, energy=None,
   anything is written. Returns the parameter counts and per-layer ranks.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   check_rank_settings(energy, ratio, rank)
   paths.compile_regex(params_regex, 'lowrank params_regex')
-  if not checkpoint.is_saved_model(model_dir):
-    raise FileNotFoundError(f'{model_dir} is not a saved model directory (no '
-                            'model_config.json): give WORKDIR/model of a training.')
+  model_dir = artifact.resolve(model_dir, '--model')   # not a saved model: refused
   if tf.io.gfile.exists(out_dir) and not overwrite:
     raise FileExistsError(f'{out_dir} exists: choose another --out or pass '
                           '--overwrite to replace it.')
-  model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
-  if model_config.get('quant') is not None:
-    raise ValueError(f'{model_dir} is quantized; factorise the float model it '
-                     'came from.')
-  new_params, new_config = factorize(params, model_config, energy=energy,
+  loaded = artifact.load(model_dir, key='--model', require_float=(
+      'factorise the float model it came from.'))
+  params, extra = loaded.params, loaded.extra
+  # `factorize` is the transform registered as 'lowrank' (transforms.py).
+  new_params, new_config = factorize(params, loaded.model_config, energy=energy,
                                      ratio=ratio, rank=rank,
                                      params_regex=params_regex)
   before, after = models.count_params(params), models.count_params(new_params)
   ranks = {k: list(v) for k, v in new_config.transformer.lowrank.items()}
   extra = dict(extra or {}, factorized_from=model_dir, params_before=before,
                params_after=after)
-  checkpoint.save_model(out_dir, new_params, new_config, extra=extra,
-                        overwrite=True)
+  artifact.save(out_dir, new_params, new_config, extra=extra, overwrite=True)
   return {'params_before': before, 'params_after': after, **ranks}
 
 

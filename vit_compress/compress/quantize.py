@@ -34,7 +34,6 @@ directory alone:
     model, qparams, qconfig = quantize.load_quantized(workdir)
     logits = model.apply({'params': qparams}, images)
 """
-import dataclasses
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -45,10 +44,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import qwix
-# The wrapper qwix puts around quantized parameters; not re-exported by qwix.
-from qwix._src.providers.ptq import WithAux
 
 from vit_compress import models
+from vit_compress import qwix_private
 from vit_compress import paths
 from vit_compress import config_sections
 
@@ -176,7 +174,7 @@ def mutable_collections(quant_config) -> Tuple[str, ...]:
 
 
 # ---------------------------------------------------------------- calibration
-class _PercentileQtProvider(qwix.QtProvider):
+class _PercentileQtProvider(qwix_private.ActStatQtProvider):
   """qwix's QT provider, but an activation's statistic is a percentile of |x|.
 
   qwix calibrates with absmax / minmax / rms / fixed ranges only. Here the
@@ -190,22 +188,13 @@ class _PercentileQtProvider(qwix.QtProvider):
     super().__init__(quant_rules)
     self._percentile = percentile
 
-  def _create_dot_general_qt_config(self, rule, op_id, lhs, rhs):
-    config = super()._create_dot_general_qt_config(rule, op_id, lhs, rhs)
-    collect = config.lhs_collect_quant_stat
-    if collect is None:
-      return config
+  def act_statistic(self, rule, lhs, calibration):
+    absmax = calibration['absmax']  # shaped like the scale, before averaging
     batch_axes = set(rule.act_batch_axes)
-
-    def collect_percentile(calibration):
-      absmax = calibration['absmax']  # shaped like the scale, before averaging
-      axes = tuple(i for i, n in enumerate(absmax.shape)
-                   if n == 1 or i in batch_axes)
-      value = jnp.percentile(jnp.abs(lhs).astype(jnp.float32), self._percentile,
-                             axis=axes, keepdims=True)
-      return collect({'absmax': value.astype(absmax.dtype)})
-
-    return dataclasses.replace(config, lhs_collect_quant_stat=collect_percentile)
+    axes = tuple(i for i, n in enumerate(absmax.shape) if n == 1 or i in batch_axes)
+    value = jnp.percentile(jnp.abs(lhs).astype(jnp.float32), self._percentile,
+                           axis=axes, keepdims=True)
+    return {'absmax': value.astype(absmax.dtype)}
 
 
 def _model_inputs(model_config, batch) -> Dict[str, Any]:
@@ -323,7 +312,7 @@ def quantize(params: PyTree, model_config: ml_collections.ConfigDict,
 
 # -------------------------------------------------------------------- storage
 def _is_quantized(x) -> bool:
-  return isinstance(x, WithAux)
+  return qwix_private.is_quantized_param(x)
 
 
 def _pack_int4(values) -> np.ndarray:
@@ -449,27 +438,31 @@ def size_report(qparams: PyTree) -> Dict[str, Any]:
 
 def save_quantized(directory: str, qparams: PyTree,
                    model_config: ml_collections.ConfigDict,
-                   overwrite: bool = False) -> Dict[str, Any]:
+                   overwrite: bool = False,
+                   extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """Writes the integer parameters and the model config (with `quant`); returns
-  `size_report(qparams)`, which is also saved as the artifact's extra metadata."""
+  `size_report(qparams)`, which is also saved in the artifact's extra metadata
+  (beside `extra`, under 'quantization')."""
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   if model_config.get('quant') is None:
     raise ValueError('save_quantized needs the model config returned by '
                      'quantize() (it carries the quant section).')
   report = size_report(qparams)
   checkpoint.save_model(directory, to_storage(qparams), model_config,
-                        extra={'quantization': report}, overwrite=overwrite)
+                        extra={**(extra or {}), 'quantization': report},
+                        overwrite=overwrite)
   return report
 
 
 def load_quantized(directory: str
                    ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
-  """(PTQ module, integer parameters, model config) from a `save_quantized` directory."""
+  """(PTQ module, integer parameters, model config) from a `save_quantized`
+  directory. `artifact.load` reads this and every other kind of artifact."""
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   model_config, stored = checkpoint.load_model(directory)
   if model_config.get('quant') is None:
     raise ValueError(f'{directory} holds a float model (its config has no quant '
-                     'section); load it with checkpoint.load_model.')
+                     'section); load it with artifact.load.')
   return (quantized_model(model_config), params_from_storage(stored, model_config),
           model_config)
 

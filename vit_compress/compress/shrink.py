@@ -20,13 +20,11 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import jax
-import numpy as np
 import tensorflow as tf
 
-from vit_compress import checkpoint
+from vit_compress import artifact
 from vit_compress import cli
-from vit_compress import workdir as workdir_lib
+from vit_compress import transforms
 from vit_compress import models
 from vit_compress.compress import structure
 
@@ -37,10 +35,7 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing --out.')
 cli.define_verbose()
 
 
-def masks_from_zeros(params):
-  """1 where a weight is non-zero: recovers the masks of a masked model."""
-  return jax.tree.map(lambda p: (np.asarray(p) != 0).astype(np.asarray(p).dtype),
-                      params)
+masks_from_zeros = structure.masks_from_zeros   # its home: compress.structure
 
 
 def check_out(model_dir: str, out_dir: str, overwrite: bool) -> None:
@@ -62,18 +57,18 @@ def check_out(model_dir: str, out_dir: str, overwrite: bool) -> None:
 
 def shrink_saved_model(model_dir: str, out_dir: str):
   """Loads, shrinks and saves; returns (new_config, params before, params after)."""
-  model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
+  loaded = artifact.load(model_dir, key='--model', require_float=(
+      'shrink the float model it came from (then quantize the shrunk one).'))
+  model_config, params, extra = loaded.model_config, loaded.params, loaded.extra
   family = model_config.get('family', 'vit')
   if not (family == 'mobilevit' or (family == 'vit' and 'transformer' in model_config)):
     raise ValueError(f'{model_dir} holds a {family!r} model; shrink removes '
                      'heads, neurons and layers of ViTs and MobileViTs.')
-  new_params, new_config = structure.shrink(params, masks_from_zeros(params),
-                                            model_config)
+  new_params, new_config = transforms.apply('shrink', params, model_config)
   before, after = models.count_params(params), models.count_params(new_params)
   extra = dict(extra or {}, shrunk_from=model_dir, params_before=before,
                params_after=after)
-  checkpoint.save_model(out_dir, new_params, new_config, extra=extra,
-                        overwrite=True)
+  artifact.save(out_dir, new_params, new_config, extra=extra, overwrite=True)
   logging.info('Shrunk %s: %d -> %d parameters; heads per layer %s, MLP widths %s.',
                model_dir, before, after, *structure.widths(new_config))
   return new_config, before, after
@@ -90,7 +85,7 @@ def run(model: str, out: str, overwrite: bool = False) -> None:
   """The command: checks every argument before reading or writing a model."""
   cli.require(model, 'model', 'WORKDIR/model')
   cli.require(out, 'out', 'WORKDIR/shrunk')
-  model_dir = workdir_lib.resolve_model_dir(model, '--model')
+  model_dir = artifact.resolve(model, '--model')
   check_out(model_dir, out, overwrite)
   new_config, before, after = shrink_saved_model(model_dir, out)
   heads, mlp = structure.widths(new_config)

@@ -194,6 +194,20 @@ def expand(family: GroupFamily, keep: jax.Array, path: str, axis: Optional[int],
 
 
 # ---------------------------------------------------------------- shrink
+def masks_from_zeros(params):
+  """The pruning masks a saved model's zeros imply: 1.0 where a weight is
+  non-zero, float32 (`shrink` casts them to each parameter's dtype). A masked
+  model's pruned heads, neurons and layers are exactly zero, so this recovers
+  its masks from the weights alone."""
+  return jax.tree.map(lambda p: (np.asarray(p) != 0).astype(np.float32), params)
+
+
+def shrink_zeros(params, model_config: ml_collections.ConfigDict
+                 ) -> Tuple[Dict[str, Any], ml_collections.ConfigDict]:
+  """`shrink` with the masks the zeros imply: a masked model made dense."""
+  return shrink(params, masks_from_zeros(params), model_config)
+
+
 def _removed(family: GroupFamily, masks: Dict[str, np.ndarray]) -> np.ndarray:
   """Host-side: True for groups whose every slice is masked to zero."""
   removed = np.ones((family.size,), bool)
