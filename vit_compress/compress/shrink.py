@@ -29,6 +29,7 @@ from vit_compress import cli
 from vit_compress import workdir as workdir_lib
 from vit_compress import models
 from vit_compress.compress import structure
+from vit_compress.models import families
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', None, 'A saved model directory (e.g. WORKDIR/model).')
@@ -64,7 +65,8 @@ def shrink_saved_model(model_dir: str, out_dir: str):
   """Loads, shrinks and saves; returns (new_config, params before, params after)."""
   model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
   family = model_config.get('family', 'vit')
-  if not (family == 'mobilevit' or (family == 'vit' and 'transformer' in model_config)):
+  if not (family in families.FAMILIES and
+          families.get(family).shrinkable(model_config)):
     raise ValueError(f'{model_dir} holds a {family!r} model; shrink removes '
                      'heads, neurons and layers of ViTs and MobileViTs.')
   new_params, new_config = structure.shrink(params, masks_from_zeros(params),
