@@ -211,4 +211,5 @@ def test_adapter_decisions_per_family():
   assert structure.encoders(vit) == families.of(vit).encoders(vit)
   assert [e[0] for e in structure.encoders(vit)] == ['Transformer']
   assert structure.encoders(lit) == []
-  assert families.of(vit).shrinkable(vit) and not families.of(lit).shrinkable(lit)
+  assert families.can_shrink(vit) and families.can_shrink(zoo.get('MobileViT_XXS'))
+  assert not families.can_shrink(lit) and not families.can_shrink({'family': 'x'})

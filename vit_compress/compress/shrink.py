@@ -65,8 +65,7 @@ def shrink_saved_model(model_dir: str, out_dir: str):
   """Loads, shrinks and saves; returns (new_config, params before, params after)."""
   model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
   family = model_config.get('family', 'vit')
-  if not (family in families.FAMILIES and
-          families.get(family).shrinkable(model_config)):
+  if not families.can_shrink(model_config):
     raise ValueError(f'{model_dir} holds a {family!r} model; shrink removes '
                      'heads, neurons and layers of ViTs and MobileViTs.')
   new_params, new_config = structure.shrink(params, masks_from_zeros(params),

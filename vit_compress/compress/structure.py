@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from vit_compress import paths
-from vit_compress.models import families
+from vit_compress.models import families as model_families  # not GroupFamily
 
 _BLOCK = re.compile(r'^(?P<encoder>(?:.*/)?)encoderblock_(?P<index>\d+)/')
 _ATTENTION = 'MultiHeadDotProductAttention_0'
@@ -117,9 +117,9 @@ def encoders(config) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
   prefix, heads per layer, MLP width per layer). A ViT has one, 'Transformer';
   MobileViT one per MobileViT block, 'stages_{s}_{i}/Transformer'."""
   family = config.get('family')
-  if family not in families.FAMILIES:
+  if family not in model_families.FAMILIES:
     return []
-  return families.get(family).encoders(config)
+  return model_families.get(family).encoders(config)
 
 
 def _check_config(families: List[GroupFamily], config) -> None:
@@ -251,7 +251,7 @@ def shrink(params, masks, model_config: ml_collections.ConfigDict
   sparsity inside a kept head) stay zero.
   """
   family = model_config.get('family')
-  if family not in ('vit', 'mobilevit'):
+  if not model_families.can_shrink(model_config):
     raise ValueError(f'shrink supports ViT, R+ViT and MobileViT models (family '
                      f'"vit" or "mobilevit"), not family {family!r}.')
   blocks = plan(params, masks, model_config)

@@ -2,7 +2,9 @@
 
 `config.family` picks the builder ('vit', 'mixer', 'lit', 'mobilevit'); the builders read
 only the model config, so a saved model (pruned, shrunk, quantized) rebuilds
-from the config stored beside its weights.
+from the config stored beside its weights. Everything else a family decides
+(its call's inputs, class head, eval kind, encoders) is its adapter in
+`models.families`.
 """
 import re
 from typing import Any, Dict, Optional

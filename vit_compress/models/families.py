@@ -97,6 +97,12 @@ def of(config) -> Family:
   return FAMILIES.get(config.family)
 
 
+def can_shrink(config) -> bool:
+  """Whether `structure.shrink` removes this model's heads, neurons, layers."""
+  family = config.get('family')
+  return family in FAMILIES and FAMILIES.get(family).shrinkable(config)
+
+
 # ---------------------------------------------------------------- the families
 def _vit_tokens(config, shapes) -> int:
   del config
