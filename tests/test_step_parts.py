@@ -173,7 +173,7 @@ def test_every_model_family_has_one_adapter():
   assert families.FAMILIES.names() == models.MODELS.names()
   for name in families.FAMILIES.names():
     assert families.get(name).eval_kind in eval_lib.EVAL_KINDS
-  with pytest.raises(UnknownNameError, match='model family adapter'):
+  with pytest.raises(UnknownNameError, match="Unknown model family 'vti'"):
     families.get('vti')
 
 

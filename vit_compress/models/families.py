@@ -81,7 +81,7 @@ class Family:
     return lambda p, x: module.apply({'params': p}, x)
 
 
-FAMILIES: Registry = Registry('model family adapter')
+FAMILIES: Registry = Registry('model family')  # the message models.build gives
 
 
 def _add(family: Family) -> Family:
