@@ -28,6 +28,7 @@ from vit_compress.compress import quantize  # pylint: disable=unused-import
 from vit_compress.compress import student_init
 from vit_compress.data import defaults as data_defaults
 from vit_compress.data import mixup
+from vit_compress.models import families
 from vit_compress.config_sections import SECTIONS
 from vit_compress.config_sections import check_type
 from vit_compress.modes import MODES
@@ -175,10 +176,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(unknown_name_message('config.mode', config.mode,
                                           MODES.names()))
   model = config.model
-  if model.family != 'lit' and model.get('patches'):
-    _check_patches(model, 'config.model')
-  elif model.family == 'lit':
-    _check_patches(model.image, 'config.model.image')
+  family = families.of(model)
+  if family.image_tower or model.get('patches'):
+    _check_patches(family.image_config(model), family.image_config_key())
   losses.LOSSES.get(config.loss)
   if losses.needs_teacher(config) and not config.teacher.checkpoint:
     raise ValueError(_no_teacher_message(config))
@@ -190,7 +190,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f'config.{key} must be a positive integer, got {config[key]!r}.')
   _check_numbers(config)
-  lit = config.model.family == 'lit'   # zero-shot evals record accuracy only
+  lit = family.eval_kind == 'zero_shot'   # zero-shot evals record accuracy only
   if config.best_metric and config.best_metric not in (
       BEST_METRICS[:1] if lit else BEST_METRICS):
     raise ValueError(unknown_name_message('config.best_metric',

@@ -12,9 +12,12 @@ LiT: 'zimg', 'ztxt', 't', 'logits' (B, B). `batch` has 'labels' (B, C) and/or
 weights, so padding (mask 0) of a last eval batch never counts.
 
 Teacher outputs are wrapped in stop_gradient here, so no loss can train the
-teacher by accident. Losses with parameters of their own (the feature loss's
-projections) get them from `init_loss_params`; train.py keeps them in the
-train state and optimises them with the student.
+teacher by accident. A loss declares what else it needs where it is defined:
+parameters of its own (`LOSS_PARAM_INITS`: the feature loss's projections)
+and the model intermediates it reads (`LOSS_INTERMEDIATES`). The train step
+never branches on the loss: it calls one `StepLoss`, which captures those
+intermediates, keeps the loss's parameters in the train state and optimises
+them with their own optimiser.
 
 Config keys (`config.distill`, see `default_distill_config`):
   kd:      temperature, weight (alpha)
@@ -25,6 +28,7 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from vit_compress import config_sections
 from vit_compress.registry import Registry
@@ -33,8 +37,11 @@ Outputs = Dict[str, Any]
 Metrics = Dict[str, jax.Array]
 
 LOSSES = Registry('loss')
-# Losses that own parameters: name -> init(distill_config, rng, student, teacher).
+# Losses that own parameters: name -> init(config, rng, student, teacher).
 LOSS_PARAM_INITS = Registry('loss with parameters')
+# Losses that read intermediates (features, not the teacher's classes):
+# name -> fn(config) -> ((student module path, teacher module path), ...).
+LOSS_INTERMEDIATES = Registry('loss reading intermediates')
 # Losses that need the teacher's outputs.
 DISTILLATION_LOSSES = ('kd', 'deit', 'feature')
 
@@ -79,6 +86,12 @@ def feature_pairs(config) -> Tuple[Tuple[str, str], ...]:
       raise ValueError('config.distill.feature_pairs must be (student_name, '
                        f'teacher_name) pairs, got {pair!r}.')
   return pairs
+
+
+def compares_teacher_classes(config) -> bool:
+  """Whether the loss compares the teacher's logits class by class with the
+  student's (a feature loss reads intermediates instead)."""
+  return config.loss not in LOSS_INTERMEDIATES
 
 
 # ---------------------------------------------------------------- helpers
@@ -319,6 +332,9 @@ def feature(student, batch, *, teacher=None, loss_params=None, config=None):
   return loss, {'xent': xent, 'feature': feat, 'accuracy': _accuracy(logits, batch)}
 
 
+LOSS_INTERMEDIATES.register('feature')(feature_pairs)
+
+
 @LOSS_PARAM_INITS.register('feature')
 def _init_feature_params(config, rng, student, teacher):
   params = {}
@@ -353,3 +369,51 @@ def compute(config, student: Outputs, batch: Dict[str, Any], *,
   """The configured loss, `config.loss`, applied."""
   return LOSSES.get(config.loss)(student, batch, teacher=teacher,
                                  loss_params=loss_params, config=config)
+
+
+# ---------------------------------------------------------------- the step part
+class StepLoss:
+  """The configured loss as a train-step part; it owns its parameters.
+
+    loss = losses.StepLoss(config, loss_tx)
+    state.update(loss.init(rng, student_out, teacher_out))  # {} or its params
+    value, metrics = loss(student_out, batch, teacher_out, loss.params(state))
+    state.update(loss.update(state, loss_grads))
+
+`student_capture` / `teacher_capture` name the intermediates the model
+outputs must carry. A loss without parameters adds nothing to the state
+(checkpoints keep their layout), and its gradient is an empty dict.
+"""
+
+  def __init__(self, config, tx):
+    self.config, self.tx = config, tx
+    pairs = (LOSS_INTERMEDIATES.get(config.loss)(config)
+             if config.loss in LOSS_INTERMEDIATES else ())
+    self.student_capture = tuple(p[0] for p in pairs)
+    self.teacher_capture = tuple(p[1] for p in pairs)
+
+  def init(self, rng: jax.Array, student: Outputs,
+           teacher: Optional[Outputs]) -> Dict[str, Any]:
+    """Train-state entries: 'loss_params' and 'loss_opt_state', if it has any."""
+    params = init_loss_params(self.config, rng, student, teacher)
+    if not params:
+      return {}
+    return {'loss_params': params, 'loss_opt_state': self.tx.init(params)}
+
+  @staticmethod
+  def params(state) -> Dict[str, Any]:
+    return state.get('loss_params', {})
+
+  def __call__(self, student: Outputs, batch: Dict[str, Any],
+               teacher: Optional[Outputs], params) -> Tuple[jax.Array, Metrics]:
+    return compute(self.config, student, batch, teacher=teacher,
+                   loss_params=params)
+
+  def update(self, state, grads) -> Dict[str, Any]:
+    """New 'loss_params' / 'loss_opt_state' after one optimiser step ({} if none)."""
+    if 'loss_params' not in state:
+      return {}
+    updates, opt_state = self.tx.update(grads, state['loss_opt_state'],
+                                        state['loss_params'])
+    return {'loss_params': optax.apply_updates(state['loss_params'], updates),
+            'loss_opt_state': opt_state}

@@ -136,6 +136,7 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
   """(model_config, params) of an .npz: our sidecar config, or a zoo name."""
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
+  from vit_compress.models import families  # pylint: disable=g-import-not-at-top
   sidecar = os.path.splitext(path)[0] + '.model_config.json'
   if tf.io.gfile.exists(sidecar):
     model_config = checkpoint.read_model_config(sidecar)
@@ -144,7 +145,7 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
     flat = checkpoint.read_npz(path)
     head = next((v for k, v in flat.items() if k.split('/')[-2:] == ['head', 'bias']),
                 None)
-    if head is not None and model_config.family != 'lit':
+    if head is not None and families.of(model_config).class_head:
       model_config.num_classes = int(head.shape[-1])
   else:
     raise ValueError(f'{path}: give --model_name (a zoo name such as Ti_16: the '

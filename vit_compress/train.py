@@ -2,10 +2,15 @@
 
     metrics = train.train_and_evaluate(config, workdir)
 
-The step is `loss = losses.compute(config, student, batch, teacher=...)` on
-model-output dicts, so distillation only adds a teacher's outputs, pruning
-only masks (from the train state) around the same step, and QAT only swaps
-the module. The state is created already sharded (eval_shape, then a jit of
+The step is built from parts, each with its own home: the loss
+(`losses.StepLoss`: the configured loss on model-output dicts, with any
+parameters of its own), pruning (`pruning.make`: hooks before the step and
+after the gradients; a no-op part when off), the model family
+(`models.families`: the model's inputs from a batch, its eval kind) and QAT
+(only the module is swapped). So distillation only adds a teacher's outputs,
+and `make_train_step` reads top to bottom the same for every method. The
+periodic evaluation is `eval.EVAL_KINDS`, by the family's eval kind. The
+state is created already sharded (eval_shape, then a jit of
 the initialiser with out_shardings), the step is jitted with input/output
 shardings and donates the state. Randomness is `fold_in(seed, step)`, and the
 data iterator starts at the restored step, so a resumed run is bit-identical
@@ -13,7 +18,6 @@ to an uninterrupted one.
 """
 import contextlib
 import dataclasses
-import functools
 import signal
 import threading
 import time
@@ -44,7 +48,10 @@ from vit_compress.compress import pruning
 from vit_compress.compress import quantize
 from vit_compress.compress import student_init
 from vit_compress.data import mixup
+from vit_compress.eval.periodic import evaluate  # pylint: disable=unused-import
+from vit_compress.eval.periodic import zero_shot_evaluator  # pylint: disable=unused-import
 from vit_compress.models import batch_norm
+from vit_compress.models import families
 
 PyTree = Any
 
@@ -55,9 +62,7 @@ class NonFiniteLossError(FloatingPointError):
 
 # ---------------------------------------------------------------- the model
 def model_inputs(model_config, batch, image_key: str = 'image') -> Dict[str, Any]:
-  if model_config.family == 'lit':
-    return {'images': batch[image_key], 'tokens': batch['tokens']}
-  return {'images': batch[image_key]}
+  return families.of(model_config).inputs(batch, image_key)
 
 
 def model_outputs(module, model_config, params, batch, *, train: bool,
@@ -159,7 +164,8 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
 
 def _check_teacher_fits(config, teacher_config, path) -> None:
   """Losses on logits compare the teacher's classes with the student's one by one."""
-  if config.loss == 'feature' or config.model.family == 'lit':
+  if (not losses.compares_teacher_classes(config) or
+      not families.of(config.model).class_head):
     return
   theirs, ours = teacher_config.get('num_classes'), config.model.num_classes
   if theirs != ours:
@@ -170,16 +176,19 @@ def _check_teacher_fits(config, teacher_config, path) -> None:
 
 
 # ---------------------------------------------------------------- the state
-def _capture_names(config):
-  pairs = losses.feature_pairs(config) if config.loss == 'feature' else ()
-  return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+def _teacher_outputs(teacher: Optional[Teacher], params, batch, capture):
+  """The teacher's outputs on the same batch (None without a teacher)."""
+  if teacher is None:
+    return None
+  return model_outputs(teacher.module, teacher.config, params, batch,
+                       train=False, capture=capture, image_key=teacher.image_key)
 
 
 def make_init_fn(config, module, teacher: Optional[Teacher], tx, loss_tx,
                  example_batch) -> Callable[[jax.Array], PyTree]:
   """rng -> initial train state (pure, so it can be eval_shape'd and jitted)."""
-  prune_cfg = config.prune
-  student_capture, teacher_capture = _capture_names(config)
+  pruner = pruning.make(config.prune)
+  loss = losses.StepLoss(config, loss_tx)
 
   def init(rng):
     params_rng, loss_rng = jax.random.split(rng)
@@ -188,21 +197,11 @@ def make_init_fn(config, module, teacher: Optional[Teacher], tx, loss_tx,
     state = {'step': jnp.zeros((), jnp.int32), 'params': params,
              'opt_state': tx.init(params)}
     student = model_outputs(module, config.model, params, example_batch,
-                            train=False, capture=student_capture)
-    teacher_out = None
-    if teacher is not None:
-      teacher_out = model_outputs(teacher.module, teacher.config, teacher.params,
-                                  example_batch, train=False,
-                                  capture=teacher_capture,
-                                  image_key=teacher.image_key)
-    loss_params = losses.init_loss_params(config, loss_rng, student, teacher_out)
-    if loss_params:
-      state['loss_params'] = loss_params
-      state['loss_opt_state'] = loss_tx.init(loss_params)
-    if prune_cfg.method != 'none':
-      state['masks'] = pruning.init_masks(params, prune_cfg)
-      if prune_cfg.criterion == 'taylor':
-        state['scores'] = pruning.init_scores(params, prune_cfg)
+                            train=False, capture=loss.student_capture)
+    teacher_out = _teacher_outputs(teacher, teacher.params if teacher else None,
+                                   example_batch, loss.teacher_capture)
+    state.update(loss.init(loss_rng, student, teacher_out))
+    state.update(pruner.init(params))
     return state
 
   return init
@@ -218,116 +217,84 @@ def _loss_optimizer(config):
 
 
 # ---------------------------------------------------------------- the step
+def accumulate_gradients(grad_fn, accum_steps: int):
+  """`grad_fn(trainable, batch, rng, *args)` averaged over `accum_steps` equal
+  micro-batches (a scan), with the same signature and outputs.
+
+  The mean of their mean gradients is the big batch's mean gradient, so the
+  update equals one step on all of it (BatchNorm's running statistics: the
+  mean of the micro-batches' EMAs). Micro-batch i draws `fold_in(rng, i)`.
+  """
+  if accum_steps == 1:
+    return grad_fn
+
+  def accumulated(trainable, batch, rng, *args):
+    micro = jax.tree.map(
+        lambda x: x.reshape((accum_steps, x.shape[0] // accum_steps) + x.shape[1:]),
+        batch)
+
+    def body(carry, xs):
+      i, microbatch = xs
+      out = grad_fn(trainable, microbatch, jax.random.fold_in(rng, i), *args)
+      return jax.tree.map(jnp.add, carry, out), None
+
+    zeros = jax.eval_shape(grad_fn, trainable, jax.tree.map(lambda x: x[0], micro),
+                           rng, *args)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+    return jax.tree.map(lambda x: x / accum_steps, total)
+
+  return accumulated
+
+
 def make_train_step(config, module, teacher: Optional[Teacher], tx, loss_tx,
                     schedule):
-  """(state, batch, teacher_params) -> (state, metrics); pure and jittable."""
-  accum = config.optim.accum_steps
-  prune_cfg = config.prune
-  pruned = prune_cfg.method != 'none'
-  student_capture, teacher_capture = _capture_names(config)
+  """(state, batch, teacher_params) -> (state, metrics); pure and jittable.
+
+  One mixed view of the batch; the pruner's masks at this step; gradients of
+  the student's and the loss's own parameters (accumulated over
+  micro-batches); the optimiser's update, which the pruner masks; the loss's
+  parameters updated by their own optimiser; metrics.
+  """
+  pruner = pruning.make(config.prune)
+  loss = losses.StepLoss(config, loss_tx)
   base_rng = jax.random.key(config.seed)
 
   def loss_fn(trainable, batch, rng, teacher_params):
     params, loss_params = trainable
     student = model_outputs(module, config.model, params, batch, train=True,
-                            rng=rng, capture=student_capture)
-    teacher_out = None
-    if teacher is not None:
-      teacher_out = model_outputs(teacher.module, teacher.config, teacher_params,
-                                  batch, train=False, capture=teacher_capture,
-                                  image_key=teacher.image_key)
-      teacher_out = jax.lax.stop_gradient(teacher_out)
-    loss, metrics = losses.compute(config, student, batch, teacher=teacher_out,
-                                   loss_params=loss_params)
-    return loss, (metrics, student.get(batch_norm.COLLECTION, {}))
+                            rng=rng, capture=loss.student_capture)
+    teacher_out = jax.lax.stop_gradient(_teacher_outputs(
+        teacher, teacher_params, batch, loss.teacher_capture))
+    value, metrics = loss(student, batch, teacher_out, loss_params)
+    return value, (metrics, student.get(batch_norm.COLLECTION, {}))
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = accumulate_gradients(jax.value_and_grad(loss_fn, has_aux=True),
+                                 config.optim.accum_steps)
 
   def step_fn(state, batch, teacher_params):
     step = state['step']
     rng = jax.random.fold_in(base_rng, step)
     # One mixed view for both models (consistent teaching); off when p = 0.
     batch = mixup.mix(jax.random.fold_in(rng, 1), batch, config.mixup)
-    params = state['params']
-    masks = None
-    if pruned:  # masks first (at this step), so the forward sees pruned zeros
-      masks = pruning.update_masks(params, state['masks'], step, prune_cfg,
-                                   state.get('scores'))
-      params = pruning.apply_masks(params, masks)
-    trainable = (params, state.get('loss_params', {}))
-
-    if accum == 1:
-      (loss, (metrics, stats)), grads = grad_fn(trainable, batch, rng,
-                                                teacher_params)
-    else:
-      # Equal micro-batches: the mean of their mean gradients is the big
-      # batch's mean gradient, so the update equals one step on all of it.
-      micro = jax.tree.map(
-          lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
-
-      def body(carry, xs):
-        i, microbatch = xs
-        out, g = grad_fn(trainable, microbatch, jax.random.fold_in(rng, i),
-                         teacher_params)
-        return jax.tree.map(jnp.add, carry, (out, g)), None
-
-      zeros = jax.eval_shape(grad_fn, trainable, jax.tree.map(lambda x: x[0], micro),
-                             rng, teacher_params)
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
-      total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
-      # (BatchNorm's running statistics: the mean of the micro-batches' EMAs.)
-      (loss, (metrics, stats)), grads = jax.tree.map(lambda x: x / accum, total)
-
-    grads, loss_grads = grads
-    new_state = dict(state)
-    updates, new_state['opt_state'] = tx.update(grads, state['opt_state'], params)
-    if pruned:  # zero updates for pruned weights: they stay exactly zero
-      updates = pruning.mask_updates(updates, masks)
-    new_params = optax.apply_updates(params, updates)
+    # Masks first (at this step), so the forward pass sees the pruned zeros.
+    params, pruned = pruner.before_step(state)
+    (value, (metrics, stats)), (grads, loss_grads) = grad_fn(
+        (params, loss.params(state)), batch, rng, teacher_params)
+    updates, opt_state = tx.update(grads, state['opt_state'], params)
+    updates, pruned = pruner.after_grads(pruned, params, grads, updates)
     # Running statistics are not trained: their EMA replaces whatever the
     # optimiser did to them (their gradient is zero).
-    new_params = batch_norm.replace_running_stats(new_params, stats)
-    if 'loss_params' in state:
-      loss_updates, new_state['loss_opt_state'] = loss_tx.update(
-          loss_grads, state['loss_opt_state'], state['loss_params'])
-      new_state['loss_params'] = optax.apply_updates(state['loss_params'],
-                                                     loss_updates)
-    if pruned:
-      new_state['masks'] = masks
-      if 'scores' in state:  # first-order Taylor importance, |w * g| summed
-        new_state['scores'] = pruning.accumulate_taylor(state['scores'], params,
-                                                        grads)
-    new_state['params'] = new_params
-    new_state['step'] = step + 1
-    metrics = dict(metrics, loss=loss, learning_rate=schedule(step),
+    new_params = batch_norm.replace_running_stats(
+        optax.apply_updates(params, updates), stats)
+    new_state = dict(state, step=step + 1, params=new_params,
+                     opt_state=opt_state, **pruned,
+                     **loss.update(state, loss_grads))
+    metrics = dict(metrics, loss=value, learning_rate=schedule(step),
                    grad_norm=optax.global_norm(grads))
     return new_state, metrics
 
   return step_fn
-
-
-def zero_shot_evaluator(config, mesh, module, info):
-  """LiT: `fn(params)` -> zero-shot top-1 over the eval split, prompts from the
-  class names; jitted once for the whole run (only the params change)."""
-  m = config.model
-  tokenizer = data.get_tokenizer(m.tokenizer, m.max_len, m.get('tokenizer_model'))
-  score = eval_lib.zero_shot_fn(module, info.class_names, config.lit.templates,
-                                tokenizer, top_k=(1,))
-
-  def run(params) -> Dict[str, float]:
-    result = score(params, data.make_eval_iterator(config, mesh))
-    return {'accuracy': result['top1'] / 100, 'examples': result['count']}
-  return run
-
-
-def evaluate(config, mesh, accuracy, params) -> Dict[str, float]:
-  """Exact top-1 (and top-5) and loss over the eval split, via `eval.accuracy_fn`."""
-  metrics = accuracy(params, data.make_eval_iterator(config, mesh))
-  out = {'accuracy': metrics['top1'] / 100, 'loss': metrics['loss'],
-         'examples': metrics['count']}
-  if 'top5' in metrics:
-    out['top5'] = metrics['top5'] / 100
-  return out
 
 
 # ---------------------------------------------------------------- the loop
@@ -390,7 +357,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   init_params = None   # a student built from the teacher's weights
   if student_init.active(config.student_init):
     config, init_params = _student_from_teacher(config, mesh)
-  if config.model.family != 'lit' and config.model.num_classes != info.num_classes:
+  if (families.of(config.model).class_head and
+      config.model.num_classes != info.num_classes):
     logging.info('config.model.num_classes=%s -> %d (from %s).',
                  config.model.num_classes, info.num_classes, config.dataset)
     config.model.num_classes = info.num_classes
@@ -461,11 +429,8 @@ def _train(config, workdir, mesh, info, init_params=None) -> Dict[str, float]:
       in_shardings=(state_shardings, batch_sharding, teacher_shardings),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
-  if config.model.family == 'lit':  # zero-shot: prompts from the class names
-    run_eval = zero_shot_evaluator(config, mesh, module, info)
-  else:
-    run_eval = functools.partial(evaluate, config, mesh,
-                                 eval_lib.accuracy_fn(module, top_k=(1, 5)))
+  run_eval = eval_lib.EVAL_KINDS.get(families.of(config.model).eval_kind)(
+      config, mesh, module, info)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0)
@@ -502,7 +467,7 @@ def _train(config, workdir, mesh, info, init_params=None) -> Dict[str, float]:
         window_start, window_steps = time.time(), 0
       save_metrics = None
       if step % config.eval_every == 0 or is_last:
-        eval_metrics = run_eval(_eval_params(state))
+        eval_metrics = run_eval(pruning.masked_params(state))
         writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
         logging.info('Step %d: eval accuracy %.4f over %d examples.', step,
                      eval_metrics['accuracy'], eval_metrics['examples'])
@@ -523,7 +488,7 @@ def _train(config, workdir, mesh, info, init_params=None) -> Dict[str, float]:
   if not eval_metrics and final_step == config.total_steps:
     # Resumed from the last checkpoint (killed before the model was saved):
     # no step ran here, so evaluate what is saved.
-    eval_metrics = run_eval(_eval_params(state))
+    eval_metrics = run_eval(pruning.masked_params(state))
   if final_step == config.total_steps:  # on every process: saving is collective
     _save_final_model(config, workdir, state, eval_metrics, info)
   result = dict(eval_metrics, step=final_step)
@@ -566,13 +531,6 @@ def _saves_settled(manager):
     raise
 
 
-def _eval_params(state):
-  params = state['params']
-  if 'masks' in state:
-    params = pruning.apply_masks(params, state['masks'])
-  return params
-
-
 def inference_section(config, info) -> Dict[str, Any]:
   """What using the model needs besides its weights: the eval preprocessing
   and the label names (predict.py reads them), and the data it was trained
@@ -590,7 +548,7 @@ def _save_final_model(config, workdir, state, eval_metrics, info):
   import os  # pylint: disable=g-import-not-at-top
   # Global arrays, possibly split between processes: orbax writes each
   # process's shards, process 0 the JSON files.
-  params = _eval_params(state)
+  params = pruning.masked_params(state)
   extra = {'eval': eval_metrics, 'steps': config.total_steps}
   if 'masks' in state:
     extra['sparsity'] = pruning.sparsity(

@@ -11,7 +11,6 @@ without allocating any weights; `--measure` adds img/s measured on this
 device beside the published AugReg numbers, and `--min_img_per_s` /
 `--max_mib` keep the models that fit (vit_compress.zoo_measure).
 """
-import math
 import re
 from typing import Callable, Dict, Optional, Sequence
 
@@ -363,9 +362,9 @@ def describe(name: str, image_size: Optional[int] = None,
 
   config = get(name)
   config.image_size = image_size = image_size or config.image_size
-  if config.family == 'lit':
-    config.image.image_size = image_size
-  else:
+  family = models.families.of(config)
+  family.image_config(config).image_size = image_size
+  if family.class_head:
     config.num_classes = num_classes
   module = models.build(config)
   shapes = models.param_shapes(config)
@@ -385,15 +384,8 @@ def describe(name: str, image_size: Optional[int] = None,
 
 def _num_tokens(config, shapes) -> int:
   """Sequence length seen by the encoder (class token included)."""
-  if config.family == 'lit':
-    shapes = shapes['img']
-  if config.family == 'mixer':
-    return (config.image_size // config.patches.size[0]) ** 2
-  if config.family == 'mobilevit':  # the first transformer's sequence length
-    s = next(i for i, d in enumerate(config.transformer_dims) if d)
-    stride = 2 * math.prod(config.strides[:s + 1]) * config.patch_size
-    return math.ceil(config.image_size / stride) ** 2
-  return shapes['Transformer']['posembed_input']['pos_embedding'].shape[1]
+  from vit_compress.models import families  # pylint: disable=g-import-not-at-top
+  return families.of(config).num_tokens(config, shapes)
 
 
 def describe_many(selected, image_size=None, num_classes=1000, jobs=None):

@@ -38,10 +38,7 @@ _GFLOPS_FLOOR = 0.01   # below it, fixed costs dominate a model's time
 def _forward(config):
   """fn(params, images) -> outputs; a LiT model is timed on its image tower."""
   from vit_compress import models  # pylint: disable=g-import-not-at-top
-  module = models.build(config)
-  if config.family == 'lit':
-    return lambda p, x: module.apply({'params': p}, images=x)['zimg']
-  return lambda p, x: module.apply({'params': p}, x)
+  return models.families.of(config).image_fn(models.build(config))
 
 
 def measure(rows: List[Dict], image_size: int, num_classes: int,
@@ -67,9 +64,9 @@ def measure(rows: List[Dict], image_size: int, num_classes: int,
     config = zoo.get(row['name'])
     size = image_size or config.image_size   # None: the model's own resolution
     config.image_size = size
-    if config.family == 'lit':
-      config.image.image_size = size
-    else:
+    family = models.families.of(config)
+    family.image_config(config).image_size = size
+    if family.class_head:
       config.num_classes = num_classes
     try:
       params = models.init(config, jax.random.key(0))

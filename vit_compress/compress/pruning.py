@@ -13,6 +13,17 @@ A train step uses them like this, so pruned weights stay exactly zero:
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, pruning.mask_updates(updates, masks))
 
+The trainer does not call these one by one: `make(config.prune)` returns one
+step part with three hooks (and a no-op part when `method='none'`), so the
+step reads the same whether or not it prunes:
+
+    pruner = pruning.make(config.prune)
+    state.update(pruner.init(params))                  # 'masks' (+ 'scores')
+    params, pruned = pruner.before_step(state)         # masks at this step
+    ... grads; updates = tx.update(grads, ...) ...
+    updates, pruned = pruner.after_grads(pruned, params, grads, updates)
+    state.update(pruned)
+
 `update_masks` is a `lax.cond`: off the schedule's update steps it returns
 the masks unchanged, so it can run inside the jitted step every step. Masks
 only ever lose entries: what is pruned stays pruned.
@@ -24,7 +35,7 @@ that `structure.find_groups` derives from the model.
 """
 import math
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import jax
@@ -408,6 +419,74 @@ def update_masks(params, masks, step, config: ml_collections.ConfigDict,
         update, lambda: _new_masks(params, masks, target, config, scores),
         lambda: masks)
   return _new_masks(params, masks, target, config, scores) if update else masks
+
+
+# ---------------------------------------------------------------- the step part
+PyTree = Any
+StateEntries = Dict[str, PyTree]
+
+
+class NoPruning:
+  """The step part when nothing is pruned: every hook leaves things as they are."""
+
+  def init(self, params) -> StateEntries:
+    del params
+    return {}
+
+  def before_step(self, state) -> Tuple[PyTree, StateEntries]:
+    return state['params'], {}
+
+  def after_grads(self, entries: StateEntries, params, grads, updates
+                  ) -> Tuple[PyTree, StateEntries]:
+    del params, grads
+    return updates, entries
+
+
+class Pruner(NoPruning):
+  """Pruning as a train-step part: masks (and Taylor scores) in the train state.
+
+  `init` adds 'masks' (+ 'scores' with criterion 'taylor') to the state;
+  `before_step` updates the masks at the state's step and returns the masked
+  parameters, so the forward pass sees the pruned zeros; `after_grads` zeroes
+  the pruned entries of the optimiser's updates (they stay exactly zero) and
+  accumulates the Taylor scores from these gradients.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  def init(self, params) -> StateEntries:
+    entries = {'masks': init_masks(params, self.config)}
+    if self.config.criterion == 'taylor':
+      entries['scores'] = init_scores(params, self.config)
+    return entries
+
+  def before_step(self, state) -> Tuple[PyTree, StateEntries]:
+    masks = update_masks(state['params'], state['masks'], state['step'],
+                         self.config, state.get('scores'))
+    entries = {'masks': masks}
+    if 'scores' in state:
+      entries['scores'] = state['scores']
+    return apply_masks(state['params'], masks), entries
+
+  def after_grads(self, entries: StateEntries, params, grads, updates
+                  ) -> Tuple[PyTree, StateEntries]:
+    entries = dict(entries)
+    if 'scores' in entries:  # first-order Taylor importance, |w * g| summed
+      entries['scores'] = accumulate_taylor(entries['scores'], params, grads)
+    return mask_updates(updates, entries['masks']), entries
+
+
+def make(config: ml_collections.ConfigDict) -> NoPruning:
+  """The train-step part for `config.prune` (a no-op one for method 'none')."""
+  return NoPruning() if config.method == 'none' else Pruner(config)
+
+
+def masked_params(state):
+  """A train state's parameters with its masks applied (if it has any)."""
+  if 'masks' in state:
+    return apply_masks(state['params'], state['masks'])
+  return state['params']
 
 
 # ---------------------------------------------------------------- reporting

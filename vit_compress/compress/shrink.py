@@ -27,6 +27,7 @@ from vit_compress import cli
 from vit_compress import transforms
 from vit_compress import models
 from vit_compress.compress import structure
+from vit_compress.models import families
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', None, 'A saved model directory (e.g. WORKDIR/model).')
@@ -61,7 +62,7 @@ def shrink_saved_model(model_dir: str, out_dir: str):
       'shrink the float model it came from (then quantize the shrunk one).'))
   model_config, params, extra = loaded.model_config, loaded.params, loaded.extra
   family = model_config.get('family', 'vit')
-  if not (family == 'mobilevit' or (family == 'vit' and 'transformer' in model_config)):
+  if not families.can_shrink(model_config):
     raise ValueError(f'{model_dir} holds a {family!r} model; shrink removes '
                      'heads, neurons and layers of ViTs and MobileViTs.')
   new_params, new_config = transforms.apply('shrink', params, model_config)

@@ -25,8 +25,7 @@ import ml_collections
 import numpy as np
 
 from vit_compress import paths
-from vit_compress.models import mobilevit as mobilevit_lib
-from vit_compress.models import vit as vit_lib
+from vit_compress.models import families as model_families  # not GroupFamily
 
 _BLOCK = re.compile(r'^(?P<encoder>(?:.*/)?)encoderblock_(?P<index>\d+)/')
 _ATTENTION = 'MultiHeadDotProductAttention_0'
@@ -118,18 +117,9 @@ def encoders(config) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
   prefix, heads per layer, MLP width per layer). A ViT has one, 'Transformer';
   MobileViT one per MobileViT block, 'stages_{s}_{i}/Transformer'."""
   family = config.get('family')
-  if family == 'vit':
-    t = config.transformer
-    layers = int(t.num_layers)
-    return [('Transformer', vit_lib.per_layer(t.num_heads, layers, 'num_heads'),
-             vit_lib.per_layer(t.mlp_dim, layers, 'mlp_dim'))]
-  if family == 'mobilevit':
-    widths = mobilevit_lib.transformer_widths(
-        config.transformer_dims, config.transformer_depths, config.num_heads,
-        config.mlp_ratio, config.get('layer_heads'), config.get('layer_mlp_dims'))
-    return [(f'stages_{s}_{config.depths[s]}/Transformer', heads, mlp)
-            for s, (heads, mlp) in enumerate(widths) if config.transformer_dims[s]]
-  return []
+  if family not in model_families.FAMILIES:
+    return []
+  return model_families.get(family).encoders(config)
 
 
 def _check_config(families: List[GroupFamily], config) -> None:
@@ -275,7 +265,7 @@ def shrink(params, masks, model_config: ml_collections.ConfigDict
   sparsity inside a kept head) stay zero.
   """
   family = model_config.get('family')
-  if family not in ('vit', 'mobilevit'):
+  if not model_families.can_shrink(model_config):
     raise ValueError(f'shrink supports ViT, R+ViT and MobileViT models (family '
                      f'"vit" or "mobilevit"), not family {family!r}.')
   blocks = plan(params, masks, model_config)

@@ -8,12 +8,17 @@ Flax module or `apply_fn(params, images)` and `batches` yields dicts with
     metrics = eval.EVALUATORS.get('classification')(model, params, batches)
     cost = eval.profile(model, params, image_shape=(8, 8, 3), artifact=model_dir)
     eval.write_report(rows, workdir)   # report.json, report.md, pareto.png
+
+The trainer's periodic evaluation is chosen by eval kind (the model family
+says which: `models.families`), from `EVAL_KINDS` ('classification',
+'zero_shot'; see eval/periodic.py).
 """
 from vit_compress.eval.classification import accuracy
 from vit_compress.eval.classification import accuracy_fn
 from vit_compress.eval.classification import agreement
 from vit_compress.eval.classification import agreement_fn
 from vit_compress.eval.classification import forward_fn
+from vit_compress.eval.periodic import EVAL_KINDS
 from vit_compress.eval.profiling import artifact_bytes
 from vit_compress.eval.profiling import count_params
 from vit_compress.eval.profiling import profile

@@ -2,7 +2,9 @@
 
 `config.family` picks the builder ('vit', 'mixer', 'lit', 'mobilevit'); the builders read
 only the model config, so a saved model (pruned, shrunk, quantized) rebuilds
-from the config stored beside its weights.
+from the config stored beside its weights. Everything else a family decides
+(its call's inputs, class head, eval kind, encoders) is its adapter in
+`models.families`.
 """
 import re
 from typing import Any, Dict, Optional
@@ -16,6 +18,7 @@ import ml_collections
 
 from vit_compress import paths
 from vit_compress.models import batch_norm
+from vit_compress.models import families
 from vit_compress.models import lit as lit_lib
 from vit_compress.models import mixer as mixer_lib
 from vit_compress.models import mobilevit as mobilevit_lib
@@ -137,12 +140,7 @@ def _build_lit(config, name: Optional[str] = None):
 def example_inputs(config: ml_collections.ConfigDict, batch_size: int = 1,
                    image_size: Optional[int] = None) -> Dict[str, Any]:
   """Zero inputs of the right shapes, as keyword arguments of the model's call."""
-  size = image_size or config.image_size
-  images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
-  if config.family == 'lit':
-    return {'images': images,
-            'tokens': jnp.zeros((batch_size, config.max_len), jnp.int32)}
-  return {'images': images}
+  return families.of(config).example_inputs(config, batch_size, image_size)
 
 
 def init(config: ml_collections.ConfigDict, rng: jax.Array,
