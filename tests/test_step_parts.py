@@ -2,10 +2,12 @@
 its parameters, gradient accumulation, and the model-family adapters."""
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from vit_compress import config_sections
 from vit_compress import eval as eval_lib
 from vit_compress import losses
 from vit_compress import models
@@ -100,9 +102,10 @@ def test_taylor_pruner_accumulates_abs_w_times_g():
 
 # ------------------------------------------------------------------ a loss's parameters
 def _feature_config(loss='feature'):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   return ml_collections.ConfigDict({
-      'loss': loss, 'distill': {'feature_pairs': (('s', 't'),)}})
+      'loss': loss,
+      'distill': config_sections.complete_section(
+          'distill', {'feature_pairs': (('s', 't'),)})})
 
 
 def _feature_outputs():
