@@ -45,13 +45,13 @@ import numpy as np
 import machine
 from vit_compress import checkpoint
 from vit_compress import edge
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import models
 from vit_compress import onnx_export
 from vit_compress import tflite
 from vit_compress import zoo
 from vit_compress.compress import quantize
-from vit_compress.eval import classification
+from vit_compress.evaluation import classification
 
 _MODEL = flags.DEFINE_string('model', 'Ti_16', 'Zoo ViT.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 64, 'Input resolution.')
@@ -152,7 +152,7 @@ def main(argv):
   rows, calls, check = {}, {}, _images(64, 2)
   reference = None
   for name, (fn, p, directory) in _jax_variants(config, params, out_dir).items():
-    cost = eval_lib.profile(fn, p, image_shape=shape, artifact=directory,
+    cost = evaluation.profile(fn, p, image_shape=shape, artifact=directory,
                             batch_sizes=(1,), repeats=1, warmup=1, min_run_s=0.0)
     logits = np.asarray(jax.jit(fn)(p, check))
     reference = logits if reference is None else reference

@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from configs import augreg  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vit_compress import checkpoint, data, eval as eval_lib, models, train  # pylint: disable=wrong-import-position
+from vit_compress import checkpoint, data, evaluation, models, train  # pylint: disable=wrong-import-position
 from vit_compress.compress import quantize  # pylint: disable=wrong-import-position
-from vit_compress.eval import classification  # pylint: disable=wrong-import-position
+from vit_compress.evaluation import classification  # pylint: disable=wrong-import-position
 
 PP = 'decode|resize(32)|to_rgb|value_range(-1, 1)|onehot'
 # Adam's base lr per model: the ViT diverges at MobileViT's 0.003 (21 % top-1
@@ -64,7 +64,7 @@ def measure(config, workdir):
       ('int8', quantize.quantized_model(qconfig), qparams, qdir)):
     top1 = classification.accuracy(module, p, data.make_eval_iterator(config),
                                    top_k=(1,))['top1']
-    prof = eval_lib.profile(module, p, image_shape=(32, 32, 3), artifact=artifact,
+    prof = evaluation.profile(module, p, image_shape=(32, 32, 3), artifact=artifact,
                             batch_sizes=(1, 256))
     rows[form] = dict(top1=top1, params=prof['params'], bytes=prof['bytes'],
                       flops=prof['flops'], b1=prof['img_per_s_b1'],

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from vit_compress import models, paths, zoo  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_compress import models, param_paths, zoo  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
   config = zoo.get(args.model, image_size=args.image_size)
   module = models.build(config)
   rng = np.random.default_rng(0)
-  params = paths.map_with_paths(
+  params = param_paths.map_with_paths(
       lambda p, s: (rng.uniform(0.5, 1.5, s.shape) if p.endswith('running_var')
                     else rng.normal(0, 0.1, s.shape)).astype(np.float32)
       if p.endswith(('running_mean', 'running_var'))

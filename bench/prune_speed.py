@@ -25,8 +25,8 @@ from vit_compress import models
 from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import structure
-from vit_compress.eval.profiling import device_description
-from vit_compress.eval.profiling import profile
+from vit_compress.evaluation.profiling import device_description
+from vit_compress.evaluation.profiling import profile
 
 _MODEL = flags.DEFINE_string('model', 'Ti_16', 'Zoo ViT (any width; hybrids too).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 96, 'Input resolution.')

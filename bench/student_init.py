@@ -32,8 +32,8 @@ import machine
 from configs import quickstart
 from vit_compress import checkpoint
 from vit_compress import data
-from vit_compress import eval as eval_lib
-from vit_compress import experiment
+from vit_compress import evaluation
+from vit_compress import config_schema
 from vit_compress import models
 from vit_compress import recipe
 from vit_compress import stages
@@ -89,8 +89,8 @@ def main(argv):
       model_config, params = checkpoint.load_model(os.path.join(workdir, 'model'))
       config.model = model_config
       batches = [{k: v for k, v in b.items()}
-                 for b in data.make_eval_iterator(experiment.complete(config))]
-      row = eval_lib.score_variant(name, models.build(model_config), params, batches,
+                 for b in data.make_eval_iterator(config_schema.complete(config))]
+      row = evaluation.score_variant(name, models.build(model_config), params, batches,
                                    batch_sizes=(256,), repeats=5, min_run_s=0.1)
       rows.append(row)
   print(f'Students on digits ({FLAGS.steps} steps, teacher {teacher}); '

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 import machine
 from vit_compress import checkpoint
 from vit_compress import data
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import models
 from vit_compress import train
 from vit_compress.models import tome
@@ -87,12 +87,12 @@ def main(argv):
     modules[r] = models.build(c)
   batch_sizes = tuple(int(b) for b in _BATCHES.value)
   timing = dict(batch_sizes=batch_sizes, min_run_s=_MIN_RUN_S.value)
-  rows = {r: eval_lib.score_variant(f'r={r}', modules[r], params, batches, **timing)
+  rows = {r: evaluation.score_variant(f'r={r}', modules[r], params, batches, **timing)
           for r in rs}
   speeds = {r: [[row[f'img_per_s_b{b}'] for b in batch_sizes]] for r, row in rows.items()}
   for _ in range(_ROUNDS.value - 1):
     for r in rs:
-      cost = eval_lib.profile(modules[r], params, batches(), **timing)
+      cost = evaluation.profile(modules[r], params, batches(), **timing)
       speeds[r].append([cost[f'img_per_s_b{b}'] for b in batch_sizes])
   median = {r: [statistics.median(s[i] for s in speeds[r])
                 for i in range(len(batch_sizes))] for r in rs}

@@ -36,7 +36,7 @@ import numpy as np
 import machine
 import train_step
 from vit_compress import train
-from vit_compress.eval import profiling
+from vit_compress.evaluation import profiling
 
 _AUGREG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'configs',
                        'augreg.py')

@@ -33,7 +33,7 @@ import ml_collections
 
 from vit_compress import augreg
 from vit_compress import config_files
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import zoo
 
 common = config_files.load_common(__file__)
@@ -57,7 +57,7 @@ def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
   the first '-' and starts from that file under gs://vit_models/augreg/.
   """
   name, variant = common.parse_arg(arg, __file__)
-  config = experiment.defaults()
+  config = config_schema.defaults()
   if '-' in name and zoo.canonical_name(name) not in zoo.names():
     key = augreg.model_of(name)
     config.model = zoo.get(key)

@@ -36,7 +36,7 @@ needed for .npz teachers.
 import ml_collections
 
 from vit_compress import config_files
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import zoo
 
 common = config_files.load_common(__file__)
@@ -46,7 +46,7 @@ DIGITS_PP_EVAL = common.DIGITS_PP_CROP_EVAL
 
 def get_config(arg: str = 'Ti_16') -> ml_collections.ConfigDict:
   name, variant = common.parse_arg(arg, __file__)
-  config = experiment.defaults()
+  config = config_schema.defaults()
   config.model = zoo.get(name)
   config.loss = 'kd'
   config.distill.temperature = 1.0

@@ -21,14 +21,14 @@ an image-text dataset; LiT-B16B reaches 73.9 % ImageNet zero-shot.
 """
 import ml_collections
 
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import zoo
 
 _IMAGE = 'decode|to_rgb|value_range(-1, 1)'
 
 
 def get_config(arg: str = 'LiT_Nano') -> ml_collections.ConfigDict:
-  config = experiment.defaults()
+  config = config_schema.defaults()
   config.model = zoo.get(arg)
   config.loss = 'contrastive'
   config.init_into = 'img'          # init_from fills the image tower only

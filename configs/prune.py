@@ -28,7 +28,7 @@ CPU, on digits, from a trained Micro_2 (see configs/augreg.py):
 import ml_collections
 
 from vit_compress import config_files
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import zoo
 
 common = config_files.load_common(__file__)
@@ -36,7 +36,7 @@ common = config_files.load_common(__file__)
 
 def get_config(arg: str = 'S_16') -> ml_collections.ConfigDict:
   name, variant = common.parse_arg(arg, __file__)
-  config = experiment.defaults()
+  config = config_schema.defaults()
   config.model = zoo.get(name)
   config.prune.method = 'heads_and_neurons'
   config.prune.criterion = 'magnitude'

@@ -45,7 +45,7 @@ CPU, on digits (a few minutes):
 import ml_collections
 
 from vit_compress import config_files
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import zoo
 
 common = config_files.load_common(__file__)
@@ -94,7 +94,7 @@ def _digits(config: ml_collections.ConfigDict, name: str) -> None:
 
 def get_config(arg: str = 'B_16') -> ml_collections.ConfigDict:
   name, variant = common.parse_arg(arg, __file__)
-  config = experiment.defaults()
+  config = config_schema.defaults()
   config.mode = 'recipe'
   config.recipe.stages = ml_collections.ConfigDict()
   if variant == 'digits':

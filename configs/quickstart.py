@@ -43,7 +43,7 @@ Each test image is 0.28 points: quote ranges over seeds, never one run.
 import ml_collections
 
 from vit_compress import config_files
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import zoo
 
 common = config_files.load_common(__file__)
@@ -83,7 +83,7 @@ def _student_stage(variant: str) -> dict:
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  config = experiment.defaults()
+  config = config_schema.defaults()
   config.mode = 'recipe'
   # Shared by every stage.
   config.model = zoo.get('Micro_2')

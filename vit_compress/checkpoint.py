@@ -38,7 +38,7 @@ import scipy.ndimage
 import tensorflow as tf
 
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.models import flaxformer_names
 from vit_compress.models import timm_names
 
@@ -123,7 +123,7 @@ def export_npz(path: str, params: PyTree, names: str = 'pre_linen') -> None:
   if names not in ('pre_linen', 'linen'):
     raise ValueError(f"export_npz: names={names!r}; use 'pre_linen' or 'linen'.")
   arrays = {}
-  for key, leaf in paths.flatten_with_paths(params):
+  for key, leaf in param_paths.flatten_with_paths(params):
     if not hasattr(leaf, 'shape'):
       raise TypeError(f'export_npz: {key} is a {type(leaf).__name__}, not an array.')
     value = np.asarray(leaf)
@@ -190,8 +190,8 @@ def _our_names(flat: Flat, target: Mapping[str, Any]) -> Tuple[Flat, str, set]:
       layout = 'big_vision'
 
   # flax's own rename: per-type numbering; Linen names pass through unchanged.
-  renamed = dict(paths.flatten_with_paths(
-      flax_checkpoints.convert_pre_linen(paths.tree_from_flat(flat))))
+  renamed = dict(param_paths.flatten_with_paths(
+      flax_checkpoints.convert_pre_linen(param_paths.tree_from_flat(flat))))
   if set(renamed) != set(flat):
     layout += ', pre-Linen names'
   flat = _unstack_scanned_blocks(renamed, target)
@@ -377,7 +377,7 @@ def _fit_tree(flat: Flat, source: str, model_config, init_params,
   model_name = model_config.get('name') or model_config.get('family', 'model')
   reference = (init_params if init_params is not None
                else models.param_shapes(model_config))
-  full = dict(paths.flatten_with_paths(reference))
+  full = dict(param_paths.flatten_with_paths(reference))
   prefix = f'{into.strip("/")}/' if into else ''
   if prefix and not any(k.startswith(prefix) for k in full):
     raise ValueError(f'into={into!r}: the model has no parameters under it; '
@@ -392,7 +392,7 @@ def _fit_tree(flat: Flat, source: str, model_config, init_params,
   if prefix:
     full.update({prefix + k: v for k, v in fitted.items()})
     fitted = full
-  return paths.tree_from_flat(fitted, like=reference)
+  return param_paths.tree_from_flat(fitted, like=reference)
 
 
 # ------------------------------------------------------------- saved models
@@ -554,7 +554,7 @@ def load_pretrained(path: str, model_config: ml_collections.ConfigDict,
   path = os.fspath(path)
   if is_saved_model(path):
     _, params = load_model(path)
-    flat = dict(paths.flatten_with_paths(params))
+    flat = dict(param_paths.flatten_with_paths(params))
     source = f'saved model {path}'
   elif path.endswith('.safetensors'):  # timm (PyTorch) MobileViT weights
     flat = timm_names.to_ours(timm_names.read_safetensors(path),

@@ -2,7 +2,7 @@
 
 One table, `ALIASES`: each vit_jax key maps onto exactly one key of ours
 (`base_lr` -> `schedule.base_lr`). An alias may be set in a config file
-(`config.base_lr = 0.01`; `experiment.complete` resolves it) or on the command
+(`config.base_lr = 0.01`; `config_schema.complete` resolves it) or on the command
 line (`--config.base_lr=0.01`; `main` resolves it, since ml_collections only
 overrides keys a config already has). Invariants:
 
@@ -218,7 +218,7 @@ def check_not_both(values: Sequence[Tuple[str, Any]], user_config, defaults,
   """An alias and its target both set by the user: refused.
 
   A target counts as set when the user config holds it with a value other
-  than the default (a file built on `experiment.defaults()` holds every key).
+  than the default (a file built on `config_schema.defaults()` holds every key).
   """
   for name, value in values:
     target = BY_NAME[name].target
@@ -286,10 +286,10 @@ def parse_value(raw: str, current: Any) -> Any:
 def apply_command_line(config, values: Sequence[Tuple[str, str]]) -> List[str]:
   """Command-line aliases onto the loaded config file.
 
-  Where the file has the target (files built on `experiment.defaults()`), the
+  Where the file has the target (files built on `config_schema.defaults()`), the
   target is set now, after the file, as any override is; a vit_jax-style
   file without that section gets the alias key, resolved by
-  `experiment.complete`.
+  `config_schema.complete`.
   """
   direct, deferred = [], []
   for name, raw in values:

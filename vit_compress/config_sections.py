@@ -1,7 +1,7 @@
 """The config sections: each registered once with its defaults and validator.
 
 Experiment configs may spell out a whole section (`config.optim`) or only the
-keys they change; `experiment.complete` fills every registered section from
+keys they change; `config_schema.complete` fills every registered section from
 its defaults exactly once, and the code after it reads fields directly
 (`config.optim.b1`). A key the defaults do not know is a typo until proven
 otherwise, so it is an error that lists the valid keys before anything is
@@ -53,7 +53,7 @@ def complete_sections(config: Any) -> ml_collections.ConfigDict:
   """A partial config with every registered section completed (absent ones
   from their defaults) and validated; its other keys as given. For callers
   that build a config by hand; experiment configs go through
-  `experiment.complete`."""
+  `config_schema.complete`."""
   values: Dict[str, Any] = to_dict(config)
   out = ml_collections.ConfigDict(values, type_safe=False)
   for name in SECTIONS.names():

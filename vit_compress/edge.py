@@ -46,7 +46,7 @@ from vit_compress import onnx_export
 from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import zoo
-from vit_compress.eval import classification
+from vit_compress.evaluation import classification
 from vit_compress.registry import Registry
 
 MANIFEST_FILE = 'manifest.json'
@@ -106,7 +106,7 @@ ARTIFACTS.register('onnx_int8_static')(Artifact(
 def check_input_shape(model_config: ml_collections.ConfigDict,
                       input_shape: Sequence[int]) -> tuple:
   """(B, H, W, 3) with square H = W that the patch grid tiles; ValueError otherwise."""
-  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  from vit_compress import config_schema  # pylint: disable=g-import-not-at-top
   shape = tuple(input_shape)
   if len(shape) != 4 or not all(isinstance(d, (int, np.integer)) and d > 0 for d in shape):
     raise ValueError(f'input_shape={shape}: give 4 positive integers '
@@ -124,7 +124,7 @@ def check_input_shape(model_config: ml_collections.ConfigDict,
     config = ml_collections.ConfigDict(model_config.to_dict())
     config.image_size = int(shape[1])
     try:
-      experiment._check_patches(config, 'model')  # pylint: disable=protected-access
+      config_schema._check_patches(config, 'model')  # pylint: disable=protected-access
     except ValueError as e:
       raise ValueError(f'input_shape={shape}: {e}') from None
   return tuple(int(d) for d in shape)
@@ -213,8 +213,8 @@ def _recorded_dataset(path) -> Optional[str]:
 
 
 def _data_config(model_config, dataset: str, data_config=None):
-  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
-  config = experiment.defaults() if data_config is None else experiment.complete(data_config)
+  from vit_compress import config_schema  # pylint: disable=g-import-not-at-top
+  config = config_schema.defaults() if data_config is None else config_schema.complete(data_config)
   config = ml_collections.ConfigDict(config.to_dict())
   if data_config is None:
     size = int(model_config.image_size)

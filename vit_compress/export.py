@@ -47,9 +47,9 @@ from vit_compress import models
 from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import transforms
-from vit_compress.eval import classification
+from vit_compress.evaluation import classification
 from vit_compress.compress import structure
-from vit_compress.eval import profiling
+from vit_compress.evaluation import profiling
 
 MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
 EXPORT_SUBDIR = 'export'
@@ -283,10 +283,10 @@ def config_for(model_dir: str, config=None) -> ml_collections.ConfigDict:
   """`config` completed, or the defaults with the dataset, splits and eval
   preprocessing the model's artifact records (so a model is scored on what it
   was trained on)."""
-  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  from vit_compress import config_schema  # pylint: disable=g-import-not-at-top
   if config is not None:
-    return ml_collections.ConfigDict(experiment.complete(config).to_dict())
-  config = ml_collections.ConfigDict(experiment.defaults().to_dict())
+    return ml_collections.ConfigDict(config_schema.complete(config).to_dict())
+  config = ml_collections.ConfigDict(config_schema.defaults().to_dict())
   path = os.path.join(model_dir, checkpoint.CONFIG_FILE)
   recorded = checkpoint.recorded_data(checkpoint.read_model_config(path))
   for key in RECORDED_DATA_KEYS:

@@ -67,7 +67,7 @@ config_sections.register('distill', default_distill_config)
 
 
 def distill_config(config) -> ml_collections.ConfigDict:
-  """`config.distill`, completed (`experiment.complete`); the defaults when
+  """`config.distill`, completed (`config_schema.complete`); the defaults when
   there is no config at all."""
   if config is None:
     return default_distill_config()

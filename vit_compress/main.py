@@ -132,10 +132,10 @@ def _parse_flags(argv):
     key = key.strip('"\'')
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
     named = [o for o in overrides if o.split('.')[-1] == key] or overrides
-    from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+    from vit_compress import config_schema  # pylint: disable=g-import-not-at-top
     dotted = named[0][len('--config.'):] if len(named) == 1 else key
     # ml_collections' own hint (a close key at the same level) comes first.
-    words = hint or [config_aliases.suggest(dotted, experiment.defaults()).strip()]
+    words = hint or [config_aliases.suggest(dotted, config_schema.defaults()).strip()]
     print(f'error: {", ".join(named)}: the config has no key {key!r} there. '
           f'{" ".join(w for w in words if w)} An override can only change a '
           'key the config file sets; a new key belongs in the config file.', file=sys.stderr)

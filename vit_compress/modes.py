@@ -1,7 +1,7 @@
-"""What `config.mode` may name: one registry, read by main.py and experiment.py.
+"""What `config.mode` may name: one registry, read by main.py and config_schema.py.
 
 The names live here, low in the package (this imports only the registry), so
-`experiment.validate` checks a mode without importing main. What runs for
+`config_schema.validate` checks a mode without importing main. What runs for
 each is attached by main.py, the top of the package, with `@runs(name)`:
 main may import train and recipe, and nothing here imports them (not even
 deferred), so no import circle goes through this module.

@@ -3,7 +3,7 @@
 `make_optimizer(config)` reads `config.optim`, `config.schedule` and
 `config.total_steps` and returns `(tx, schedule_fn)`. Both sections are
 registered here (`config_sections.register`) and read as completed sections:
-`experiment.complete` fills them once; a hand-built config goes through
+`config_schema.complete` fills them once; a hand-built config goes through
 `config_sections.complete_sections` first. The chain is
 
   clip global norm -> [L2 decay, 'sgd'/'adam'] -> momentum / Adam
@@ -30,7 +30,7 @@ from ml_collections import config_dict
 import optax
 
 from vit_compress import config_sections
-from vit_compress import paths
+from vit_compress import param_paths
 # Re-exported: optimiser configs are written in terms of these.
 from vit_compress.paths import path_names, regex_mask  # pylint: disable=unused-import
 from vit_compress.registry import Registry
@@ -177,15 +177,15 @@ def _lr_mult_rules(lr_mults) -> List[Tuple[str, float]]:
 
 def scale_by_path(rules: Sequence[Tuple[str, float]]) -> optax.GradientTransformation:
   """Multiplies each update by the multiplier of the first regex matching its path."""
-  compiled = [(paths.compile_regex(r, 'config.optim.lr_mults'), m) for r, m in rules]
+  compiled = [(param_paths.compile_regex(r, 'config.optim.lr_mults'), m) for r, m in rules]
 
   def scale(path, u):
-    mult = paths.first_match(path, compiled, 1.0)
+    mult = param_paths.first_match(path, compiled, 1.0)
     return u if mult == 1.0 else u * jnp.asarray(mult, u.dtype)
 
   def update(updates, state, params=None):
     del params
-    return paths.map_with_paths(scale, updates), state
+    return param_paths.map_with_paths(scale, updates), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
@@ -200,7 +200,7 @@ def _checked_on_init(tx: optax.GradientTransformation,
   """Checks each (regex, setting name) selects some parameter when `init` sees them."""
   def init(params):
     for pattern, what in checks:
-      paths.require_match(params, pattern, what)
+      param_paths.require_match(params, pattern, what)
     return tx.init(params)
   return optax.GradientTransformation(init, tx.update)
 
@@ -208,7 +208,7 @@ def _checked_on_init(tx: optax.GradientTransformation,
 def make_optimizer(config: ml_collections.ConfigDict
                   ) -> Tuple[optax.GradientTransformation, Schedule]:
   """(optax transformation, step -> base learning rate) from an experiment
-  config whose sections are completed (`experiment.complete`, or
+  config whose sections are completed (`config_schema.complete`, or
   `config_sections.complete_sections` for a hand-built one)."""
   cfg = config.optim
   schedule = make_schedule(config.schedule, config.get('total_steps'))
@@ -243,8 +243,8 @@ def make_optimizer(config: ml_collections.ConfigDict
   tx = optax.chain(*parts)
 
   if cfg.frozen:
-    frozen = paths.compile_regex(cfg.frozen, 'config.optim.frozen')
-    labels = lambda params: paths.map_with_paths(
+    frozen = param_paths.compile_regex(cfg.frozen, 'config.optim.frozen')
+    labels = lambda params: param_paths.map_with_paths(
         lambda path, _: 'frozen' if frozen.search(path) else 'trainable', params)
     # multi_transform hands the 'trainable' chain a tree with frozen leaves
     # masked out, so neither clipping norms nor state ever include them.

@@ -60,10 +60,10 @@ class Predictor:
 
   def __post_init__(self):
     import vit_compress.data  # pylint: disable=g-import-not-at-top,unused-import
-    from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+    from vit_compress import evaluation  # pylint: disable=g-import-not-at-top
     from vit_compress.data import preprocess  # pylint: disable=g-import-not-at-top
     self._pp_fn = preprocess.build(self.pp)
-    self._logits = jax.jit(eval_lib.forward_fn(self.module))
+    self._logits = jax.jit(evaluation.forward_fn(self.module))
 
   def preprocess(self, images: Sequence[Any]) -> np.ndarray:
     """(N, H, W, 3) float32 model inputs, by the artifact's eval pp string."""
@@ -107,7 +107,7 @@ class Predictor:
                 templates='default'):
     """LiT: top-k of `classes` by prompt-averaged text embedding."""
     from vit_compress import data  # pylint: disable=g-import-not-at-top
-    from vit_compress.eval import zero_shot as zs  # pylint: disable=g-import-not-at-top
+    from vit_compress.evaluation import zero_shot as zs  # pylint: disable=g-import-not-at-top
     c = self.model_config
     if c.get('family') != 'lit':
       raise ValueError(f'--classes is zero-shot, for LiT models; this is a '

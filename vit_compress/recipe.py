@@ -295,7 +295,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict]:
 
 def _print_outcome(planned: List[Stage], workdir: str) -> None:
   """The report table and where the files are."""
-  from vit_compress.eval import report  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import report  # pylint: disable=g-import-not-at-top
   for stage in planned:
     if stage.kind == 'report':
       print(report.format_table(report.read_report(workdir)))

@@ -37,7 +37,7 @@ import ml_collections
 import numpy as np
 
 from vit_compress import config_sections
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.registry import unknown_name_message
 
 MODEL_AXIS = 'model'
@@ -248,7 +248,7 @@ def _fsdp(spec: List[Any], shape: Tuple[int, ...], mesh: Mesh) -> List[Any]:
 def spec_for(path: str, shape: Tuple[int, ...], mesh: Mesh,
              compiled: Sequence[Tuple[Any, Spec]], fsdp: bool) -> PartitionSpec:
   """The PartitionSpec for one parameter."""
-  spec = paths.first_match(path, compiled, ())
+  spec = param_paths.first_match(path, compiled, ())
   if len(spec) > len(shape):
     raise ValueError(f'Partition spec {spec} for {path!r} has {len(spec)} entries but '
                      f'the parameter has shape {shape}; fix the rule that matches it.')
@@ -268,8 +268,8 @@ def spec_for(path: str, shape: Tuple[int, ...], mesh: Mesh,
 def param_specs(params_or_shapes, mesh: Mesh, rules: RulesLike = 'replicated'):
   """A pytree of PartitionSpecs (works on arrays or ShapeDtypeStructs)."""
   explicit, fsdp = resolve_rules(rules)
-  compiled = [(paths.compile_regex(r, 'partition rule'), s) for r, s in explicit]
-  return paths.map_with_paths(
+  compiled = [(param_paths.compile_regex(r, 'partition rule'), s) for r, s in explicit]
+  return param_paths.map_with_paths(
       lambda path, x: spec_for(path, tuple(x.shape), mesh, compiled, fsdp),
       params_or_shapes)
 
@@ -290,8 +290,8 @@ def state_shardings(state_shapes, params_shapes, mesh: Mesh,
   else (step counts) is replicated. Works on `jax.eval_shape(tx.init, params)`
   whatever optax nests above the parameter tree, and with '^'-anchored rules.
   """
-  specs = paths.flatten_with_paths(param_specs(params_shapes, mesh, rules))
-  shapes = dict(paths.flatten_with_paths(params_shapes))
+  specs = param_paths.flatten_with_paths(param_specs(params_shapes, mesh, rules))
+  shapes = dict(param_paths.flatten_with_paths(params_shapes))
   by_path = {path: (tuple(shapes[path].shape), spec) for path, spec in specs}
 
   def spec_of(path, leaf):
@@ -301,7 +301,7 @@ def state_shardings(state_shapes, params_shapes, mesh: Mesh,
       if shape_spec and shape_spec[0] == tuple(leaf.shape):
         return NamedSharding(mesh, shape_spec[1])
     return NamedSharding(mesh, PartitionSpec())
-  return paths.map_with_paths(spec_of, state_shapes)
+  return param_paths.map_with_paths(spec_of, state_shapes)
 
 
 # ---------------------------------------------------------------- multi-host
@@ -325,7 +325,7 @@ def initialize_distributed(config) -> bool:
   """Starts jax.distributed when `config.distributed` asks; True if it did.
 
   Must run before anything touches a jax device (jax.devices(), any array).
-  `config.distributed` is a completed section (`experiment.complete`, or
+  `config.distributed` is a completed section (`config_schema.complete`, or
   `config_sections.complete_section('distributed', partial)`); no config at
   all is a single process.
   """

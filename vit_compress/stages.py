@@ -21,7 +21,7 @@ with `artifact.save`. Settings:
             resolution to run at (position embeddings resampled; default the
             shared config's) -> a saved model, `<stage>/model`.
   shrink    input: a structurally pruned saved model -> pruned heads,
-            neurons and layers removed (`compress.shrink`); `<stage>/model`.
+            neurons and layers removed (`compress.structure.shrink`); `<stage>/model`.
   lowrank   input: a float saved model; one of energy / ratio / rank and
             params_regex (kernels, regex over parameter paths) -> the
             kernels replaced by truncated-SVD factors (`compress.lowrank`),
@@ -116,10 +116,10 @@ def experiment_config(base: ml_collections.ConfigDict, overrides: Any
 
 def checked_experiment_config(base, overrides, where: str):
   """`experiment_config`, completed and validated; errors name the stage."""
-  from vit_compress import experiment  # pylint: disable=g-import-not-at-top
+  from vit_compress import config_schema  # pylint: disable=g-import-not-at-top
   try:
-    config = experiment.complete(experiment_config(base, overrides))
-    experiment.validate(config)
+    config = config_schema.complete(experiment_config(base, overrides))
+    config_schema.validate(config)
   except (ValueError, KeyError, TypeError) as e:
     message = e.args[0] if isinstance(e, KeyError) and e.args else e
     raise ValueError(f'{where}: {message}') from None
@@ -209,10 +209,10 @@ STAGES.register('import')(StageKind(
 
 # ------------------------------------------------------------------ shrink
 def _shrink(ctx: Context) -> Dict[str, Any]:
-  from vit_compress.compress import shrink  # pylint: disable=g-import-not-at-top
+  from vit_compress.compress import shrink_cli  # pylint: disable=g-import-not-at-top
   source = _saved_model(ctx.settings.input, f'stage {ctx.name!r} input')
   out = _in_model_subdir(ctx.workdir, ctx.name)
-  config, before, after = shrink.shrink_saved_model(source, out)
+  config, before, after = shrink_cli.shrink_saved_model(source, out)
   t = config.transformer
   return {'output': out, 'metrics': {
       'params_before': before, 'params_after': after,
@@ -238,12 +238,12 @@ def _lowrank(ctx: Context) -> Dict[str, Any]:
 
 
 def _check_lowrank(settings, base, where: str) -> None:
-  from vit_compress import paths  # pylint: disable=g-import-not-at-top
+  from vit_compress import param_paths  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import lowrank  # pylint: disable=g-import-not-at-top
   del base
   _check_input(settings, where)
   lowrank.check_rank_settings(settings.energy, settings.ratio, settings.rank, where)
-  paths.compile_regex(settings.params_regex, f'{where}.params_regex')
+  param_paths.compile_regex(settings.params_regex, f'{where}.params_regex')
 
 
 def _lowrank_defaults() -> Dict[str, Any]:
@@ -263,7 +263,7 @@ def _quantize(ctx: Context) -> Dict[str, Any]:
   from vit_compress import calibration  # pylint: disable=g-import-not-at-top
   from vit_compress import transforms  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
-  from vit_compress.eval import profiling  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import profiling  # pylint: disable=g-import-not-at-top
   where = f'stage {ctx.name!r} input'
   source = _saved_model(ctx.settings.input, where)
   try:
@@ -317,7 +317,7 @@ def variants(settings, where: str) -> List[ml_collections.ConfigDict]:
   if not out:
     raise ValueError(f"{where}.variants is empty: list the models to compare, "
                      "e.g. [{'name': 'teacher', 'model': 'stage:teacher'}].")
-  from vit_compress.eval import runtimes  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import runtimes  # pylint: disable=g-import-not-at-top
   for i, v in enumerate(out):
     if not v.name or not v.model:
       raise ValueError(f"{where}.variants[{i}] needs a 'name' and a 'model' (a "
@@ -383,7 +383,7 @@ def _check_report(settings, base, where: str) -> None:
 
 def _report(ctx: Context) -> Dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  from vit_compress import evaluation  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   s = ctx.settings
   config = checked_experiment_config(ctx.base, s.config, f'stage {ctx.name!r}')
@@ -408,9 +408,9 @@ def _report(ctx: Context) -> Dict[str, Any]:
     artifact = os.path.join(ctx.directory, f'{len(rows)}.npz')
     compact.save(artifact, params, model_config)
     # One function object per variant: jax reuses its compilations in every round.
-    forward = eval_lib.forward_fn(module)
+    forward = evaluation.forward_fn(module)
     logging.info('Scoring %s (%s).', variant.name, variant.model)
-    row = eval_lib.score_variant(variant.name, forward, params, batches,
+    row = evaluation.score_variant(variant.name, forward, params, batches,
                                  artifact=artifact, **reference, **timing)
     row['bytes_source'] = 'one-file compact artifact (compress.compact)'
     row['artifact'] = os.path.relpath(variant.model, ctx.workdir)
@@ -420,10 +420,10 @@ def _report(ctx: Context) -> Dict[str, Any]:
       row['tome_r'] = variant.tome_r
     reference = reference or {'teacher': forward, 'teacher_params': params}
     rows.append(row)
-    measures.append(lambda forward=forward, params=params: eval_lib.profile(
+    measures.append(lambda forward=forward, params=params: evaluation.profile(
         forward, params, batches[:1], **timing))
   _timing_rounds(rows, measures, s.rounds, timing)
-  paths = eval_lib.write_report(rows, ctx.workdir, title=s.title)
+  paths = evaluation.write_report(rows, ctx.workdir, title=s.title)
   return {'output': paths['json'], 'metrics': {
       r['name']: {'top1': r['top1'], 'img_per_s': r['img_per_s'], 'bytes': r['bytes']}
       for r in rows}}
@@ -435,8 +435,8 @@ def _edge_row(ctx: Context, variant, index: int, config, batches, reference_logi
   from vit_compress import calibration as calibration_lib  # pylint: disable=g-import-not-at-top
   from vit_compress import edge  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
-  from vit_compress.eval import classification  # pylint: disable=g-import-not-at-top
-  from vit_compress.eval import runtimes  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import classification  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import runtimes  # pylint: disable=g-import-not-at-top
   path = _saved_model(variant.model, f'report variant {variant.name!r}')
   size = int(batches[0]['image'].shape[1])
   try:   # float params; a quantized model's int8 weights times their scales

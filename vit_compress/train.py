@@ -9,7 +9,7 @@ after the gradients; a no-op part when off), the model family
 (`models.families`: the model's inputs from a batch, its eval kind) and QAT
 (only the module is swapped). So distillation only adds a teacher's outputs,
 and `make_train_step` reads top to bottom the same for every method. The
-periodic evaluation is `eval.EVAL_KINDS`, by the family's eval kind. The
+periodic evaluation is `evaluation.EVAL_KINDS`, by the family's eval kind. The
 state is created already sharded (eval_shape, then a jit of
 the initialiser with out_shardings), the step is jitted with input/output
 shardings and donates the state. Randomness is `fold_in(seed, step)`, and the
@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from vit_compress import checkpoint
 from vit_compress import data
-from vit_compress import eval as eval_lib
-from vit_compress import experiment
+from vit_compress import evaluation
+from vit_compress import config_schema
 from vit_compress import losses
 from vit_compress import models
 from vit_compress import optim
@@ -48,8 +48,8 @@ from vit_compress.compress import pruning
 from vit_compress.compress import quantize
 from vit_compress.compress import student_init
 from vit_compress.data import mixup
-from vit_compress.eval.periodic import evaluate  # pylint: disable=unused-import
-from vit_compress.eval.periodic import zero_shot_evaluator  # pylint: disable=unused-import
+from vit_compress.evaluation.periodic import evaluate  # pylint: disable=unused-import
+from vit_compress.evaluation.periodic import zero_shot_evaluator  # pylint: disable=unused-import
 from vit_compress.models import batch_norm
 from vit_compress.models import families
 
@@ -321,8 +321,8 @@ class _Preemption:
 
 def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Completes and validates a config; fills the class count from the data."""
-  config = experiment.complete(config)
-  experiment.validate(config)
+  config = config_schema.complete(config)
+  config_schema.validate(config)
   return config
 
 
@@ -362,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     logging.info('config.model.num_classes=%s -> %d (from %s).',
                  config.model.num_classes, info.num_classes, config.dataset)
     config.model.num_classes = info.num_classes
-  experiment.validate_data(config, info)
+  config_schema.validate_data(config, info)
   # Everything above only reads; from here the workdir is this run's (the
   # lock goes, and a workdir it created and left empty with it, on any exit).
   with workdir_lib.lock(workdir):
@@ -429,7 +429,7 @@ def _train(config, workdir, mesh, info, init_params=None) -> Dict[str, float]:
       in_shardings=(state_shardings, batch_sharding, teacher_shardings),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
-  run_eval = eval_lib.EVAL_KINDS.get(families.of(config.model).eval_kind)(
+  run_eval = evaluation.EVAL_KINDS.get(families.of(config.model).eval_kind)(
       config, mesh, module, info)
 
   writer = metric_writers.create_default_writer(
@@ -471,7 +471,7 @@ def _train(config, workdir, mesh, info, init_params=None) -> Dict[str, float]:
         writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
         logging.info('Step %d: eval accuracy %.4f over %d examples.', step,
                      eval_metrics['accuracy'], eval_metrics['examples'])
-        save_metrics = {k: eval_metrics[k] for k in experiment.BEST_METRICS
+        save_metrics = {k: eval_metrics[k] for k in config_schema.BEST_METRICS
                         if k in eval_metrics}
       if step % config.checkpoint_every == 0 or is_last or preemption.requested:
         _check_finite(pending, last_saved)

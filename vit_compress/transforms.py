@@ -5,7 +5,7 @@ Each takes host parameters and the model config that builds them, plus its
 own keyword settings, and returns new parameters with the model config that
 builds *those*, so the result saves with `artifact.save` and reloads with
 `artifact.load` alone. Nothing is read or written here: the recipe stages
-(`stages`), the command lines (`compress.shrink`, `compress.lowrank`) and
+(`stages`), the command lines (`compress.shrink_cli`, `compress.lowrank`) and
 `export` load, call `apply(name, ...)`, and save.
 
   shrink      pruned heads, neurons and layers removed; the masks are the

@@ -35,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from vit_compress import paths
+from vit_compress import param_paths
 
 MODEL_CONFIG_FILE = 'model_config.json'
 SHAPES_FILE = 'param_shapes.json'
@@ -246,7 +246,7 @@ def resolve_model_dir(path: str, key: str) -> str:
 
 
 def _shapes(params) -> Dict[str, list]:
-  return {p: list(np.shape(x)) for p, x in paths.flatten_with_paths(params)}
+  return {p: list(np.shape(x)) for p, x in param_paths.flatten_with_paths(params)}
 
 
 def check_identity(workdir: str, model_config: ml_collections.ConfigDict,
@@ -348,7 +348,7 @@ def _saved_leaves(manager: ocp.CheckpointManager, step: int) -> Dict[str, Any]:
   metadata = ocp.StandardCheckpointer().metadata(directory)
   tree = getattr(metadata, 'item_metadata', metadata)
   tree = getattr(tree, 'tree', tree)
-  leaves = dict(paths.flatten_with_paths(tree))
+  leaves = dict(param_paths.flatten_with_paths(tree))
   if not leaves:
     raise ValueError('its state metadata lists no arrays')
   return leaves
@@ -361,7 +361,7 @@ def _fits(saved, want) -> bool:
 
 def _structure_diff(saved: Dict[str, Any], abstract_state) -> List[str]:
   """Paths where a checkpoint and the state the config makes disagree."""
-  want = dict(paths.flatten_with_paths(abstract_state))
+  want = dict(param_paths.flatten_with_paths(abstract_state))
   return sorted(p for p in set(saved) | set(want)
                 if p not in saved or p not in want or not _fits(saved[p], want[p]))
 
@@ -411,14 +411,14 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state,
 
 def _restore_what_fits(manager, step, saved, abstract_state, fresh):
   """The checkpoint's arrays where they fit the new state, `fresh`'s elsewhere."""
-  want = dict(paths.flatten_with_paths(abstract_state))
+  want = dict(param_paths.flatten_with_paths(abstract_state))
   kept = {p: w for p, w in want.items() if p in saved and _fits(saved[p], w)}
   restored = _restore(manager, step, ocp.args.StandardRestore())
-  loaded = dict(paths.flatten_with_paths(restored['state']))
-  fresh_leaves = dict(paths.flatten_with_paths(fresh))
+  loaded = dict(param_paths.flatten_with_paths(restored['state']))
+  fresh_leaves = dict(param_paths.flatten_with_paths(fresh))
   leaves = {p: (jax.device_put(loaded[p], want[p].sharding) if p in kept
                 else fresh_leaves[p]) for p in want}
-  state = paths.tree_from_flat(leaves, like=abstract_state)
+  state = param_paths.tree_from_flat(leaves, like=abstract_state)
   new = sorted(set(want) - set(kept))
   dropped = sorted(set(saved) - set(kept))
   groups = sorted({p.split('/')[0] for p in new})

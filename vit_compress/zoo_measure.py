@@ -46,7 +46,7 @@ def measure(rows: List[Dict], image_size: int, num_classes: int,
             repeats: int = 3, min_run_s: float = 0.05) -> List[Dict]:
   """Adds 'img_per_s_b{B}' (or 'skipped') to each `describe` row, in place."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_compress import eval as eval_lib  # pylint: disable=g-import-not-at-top
+  from vit_compress import evaluation  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
@@ -70,7 +70,7 @@ def measure(rows: List[Dict], image_size: int, num_classes: int,
       config.num_classes = num_classes
     try:
       params = models.init(config, jax.random.key(0))
-      p = eval_lib.profile(_forward(config), params,
+      p = evaluation.profile(_forward(config), params,
                            image_shape=(size, size, 3),
                            batch_sizes=batch_sizes, repeats=repeats,
                            min_run_s=min_run_s)

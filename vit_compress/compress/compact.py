@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from vit_compress import checkpoint
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.compress import quantize
 
 PyTree = Any
@@ -50,7 +50,7 @@ def ideal_bytes(params, model_config) -> int:
 def save(path: str, params: PyTree, model_config: ml_collections.ConfigDict
          ) -> Dict[str, int]:
   """Writes the one-file artifact; returns its 'bytes' and 'ideal_bytes'."""
-  flat = paths.flatten_with_paths(_storage(params, model_config))
+  flat = param_paths.flatten_with_paths(_storage(params, model_config))
   blobs: Dict[str, list] = {}
   offsets: Dict[str, int] = {}
   index = []
@@ -118,7 +118,7 @@ def load(path: str) -> Tuple[Any, PyTree, ml_collections.ConfigDict]:
     blob = arrays[e['blob']]
     flat[e['path']] = blob[e['offset']:e['offset'] + size].astype(
         np.dtype(e['dtype'])).reshape(e['shape'])
-  stored = paths.tree_from_flat(flat)
+  stored = param_paths.tree_from_flat(flat)
   if model_config.get('quant') is not None:
     return (quantize.quantized_model(model_config),
             quantize.params_from_storage(stored, model_config), model_config)

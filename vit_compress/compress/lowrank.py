@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 
 PyTree = Any
 
@@ -91,8 +91,8 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
   given = {k: v for k, v in (('energy', energy), ('ratio', ratio),
                              ('rank', rank)) if v is not None}
 
-  flat = dict(paths.flatten_with_paths(params))
-  selected = paths.require_match(params, params_regex, 'lowrank params_regex')
+  flat = dict(param_paths.flatten_with_paths(params))
+  selected = param_paths.require_match(params, params_regex, 'lowrank params_regex')
   not_mlp = [p for p in selected if not _KERNEL.match(p)]
   if not_mlp:
     raise ValueError(f'lowrank params_regex {params_regex!r} selects {not_mlp[:4]}; '
@@ -139,7 +139,7 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
   config = ml_collections.ConfigDict(model_config.to_dict())
   config.transformer.lowrank = {k: tuple(v) for k, v in ranks.items()
                                 if k.startswith('mlp') or any(v)}
-  new_params = paths.tree_from_flat(flat, like=models.param_shapes(config))
+  new_params = param_paths.tree_from_flat(flat, like=models.param_shapes(config))
   return new_params, config
 
 
@@ -203,7 +203,7 @@ def factorize_saved_model(model_dir: str, out_dir: str, *, energy=None,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   check_rank_settings(energy, ratio, rank)
-  paths.compile_regex(params_regex, 'lowrank params_regex')
+  param_paths.compile_regex(params_regex, 'lowrank params_regex')
   model_dir = artifact.resolve(model_dir, '--model')   # not a saved model: refused
   if tf.io.gfile.exists(out_dir) and not overwrite:
     raise FileExistsError(f'{out_dir} exists: choose another --out or pass '

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.compress import structure
 from vit_compress.registry import Registry, UnknownNameError, unknown_name_message
 
@@ -108,7 +108,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError(f'N:M pruning needs 1 <= n < m; got n={config.n}, m={config.m}.')
   if config.scope not in ('layer', 'global'):
     raise ValueError(f"config.prune.scope={config.scope!r}; use 'layer' or 'global'.")
-  paths.compile_regex(config.params_regex, 'config.prune.params_regex')
+  param_paths.compile_regex(config.params_regex, 'config.prune.params_regex')
   return config
 
 

@@ -47,7 +47,7 @@ import qwix
 
 from vit_compress import models
 from vit_compress import qwix_private
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import config_sections
 
 PyTree = Any
@@ -88,7 +88,7 @@ def resolve(quant_config: Optional[Any]) -> ml_collections.ConfigDict:
 
   The entry point for a partial quant section (a recipe stage's `quant`
   settings, the one a saved model carries); an experiment config's
-  `config.quant` is completed by `experiment.complete` and checked by `check`.
+  `config.quant` is completed by `config_schema.complete` and checked by `check`.
   """
   return config_sections.complete_section('quant', quant_config)
 
@@ -113,7 +113,7 @@ def check(qc: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ValueError('config.quant.exclude is a list of regexes, got the string '
                      f'{qc.exclude!r}; write [{qc.exclude!r}].')
   for pattern in list(qc.exclude) + [qc.include]:
-    paths.compile_regex(pattern, 'config.quant.exclude / include')
+    param_paths.compile_regex(pattern, 'config.quant.exclude / include')
   return qc
 
 
@@ -268,7 +268,7 @@ def _abstract_params(model_config, quant_config) -> PyTree:
   # of them must match (a ViT's only conv, the patch embedding, stays float).
   quantizing = lambda rs: sum(bool(rule.op_names) for rule in rs)
   if quantizing(provider.get_unused_rules()) == quantizing(rules(quant_config)):
-    kernels = [p.rsplit('/', 1)[0] for p in paths.path_names(shapes)
+    kernels = [p.rsplit('/', 1)[0] for p in param_paths.path_names(shapes)
                if p.endswith('/kernel')]
     raise ValueError(
         f'config.quant.include={qc.include!r} with exclude {list(qc.exclude)} '
@@ -354,7 +354,7 @@ def to_storage(qparams: PyTree) -> PyTree:
 
 def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
   """Inverse of `to_storage`, shaped by the PTQ model's abstract parameters."""
-  flat = dict(paths.flatten_with_paths(stored))
+  flat = dict(param_paths.flatten_with_paths(stored))
   missing = []
 
   def get(key, want_shape):
@@ -364,7 +364,7 @@ def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
     return flat[key]
 
   def load(key_path, template):
-    key = paths.path_str(key_path)
+    key = param_paths.path_str(key_path)
     if not _is_quantized(template):
       return jnp.asarray(get(key, template.shape), template.dtype)
     array = template.array
@@ -402,14 +402,14 @@ def dequantize(qparams: PyTree, model_config: ml_collections.ConfigDict
   config = ml_collections.ConfigDict(
       {k: v for k, v in model_config.to_dict().items() if k != 'quant'})
   leaves, _ = jax.tree_util.tree_flatten_with_path(qparams, is_leaf=_is_quantized)
-  flat = {paths.path_str(k): leaf for k, leaf in leaves}
+  flat = {param_paths.path_str(k): leaf for k, leaf in leaves}
 
   def value(path, _):
     leaf = flat[path]
     if _is_quantized(leaf):
       leaf = qwix.dequantize(leaf.array)
     return np.asarray(leaf, np.float32)
-  return paths.map_with_paths(value, models.param_shapes(config)), config
+  return param_paths.map_with_paths(value, models.param_shapes(config)), config
 
 
 def size_report(qparams: PyTree) -> Dict[str, Any]:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.models import families as model_families  # not GroupFamily
 
 _BLOCK = re.compile(r'^(?P<encoder>(?:.*/)?)encoderblock_(?P<index>\d+)/')
@@ -35,7 +35,7 @@ _MLP = 'MlpBlock_0'
 def flatten(tree) -> Tuple[Dict[str, Any], Any]:
   """{path: leaf} in tree order, and the treedef that `unflatten` rebuilds with."""
   leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-  return {paths.path_str(p): leaf for p, leaf in leaves}, treedef
+  return {param_paths.path_str(p): leaf for p, leaf in leaves}, treedef
 
 
 def unflatten(treedef, flat: Dict[str, Any]):
@@ -269,7 +269,7 @@ def shrink(params, masks, model_config: ml_collections.ConfigDict
     raise ValueError(f'shrink supports ViT, R+ViT and MobileViT models (family '
                      f'"vit" or "mobilevit"), not family {family!r}.')
   blocks = plan(params, masks, model_config)
-  flat_p = dict(paths.flatten_with_paths(params))
+  flat_p = dict(param_paths.flatten_with_paths(params))
   flat_m = flatten(masks)[0]
   masked = {k: np.asarray(v) * np.asarray(flat_m[k]).astype(np.asarray(v).dtype)
             for k, v in flat_p.items()}
@@ -298,7 +298,7 @@ def shrink(params, masks, model_config: ml_collections.ConfigDict
         value = np.take(value, index, axis=axis)
       path = rename[block] + path[match.end() - 1:]
     new_flat[path] = jnp.asarray(value)
-  new_params = paths.tree_from_flat(new_flat)
+  new_params = param_paths.tree_from_flat(new_flat)
 
   heads = {e: tuple(len(blocks[b]['heads']) for b in bs) for e, bs in kept.items()}
   mlp = {e: tuple(len(blocks[b]['neurons']) for b in bs) for e, bs in kept.items()}

@@ -1,7 +1,7 @@
 """The data keys of an experiment config and their defaults: one table.
 
 They sit at the top level of the config (`config.dataset`, `config.cache`,
-...), not in a section. `experiment.defaults()` puts every one of them in an
+...), not in a section. `config_schema.defaults()` puts every one of them in an
 experiment config, and the pipeline reads the completed config's fields with
 no default of its own: this table is the only one.
 """

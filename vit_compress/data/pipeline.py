@@ -13,9 +13,9 @@ P(batch_axes)); processes that hold the same rows build the same local batch.
 That layout (which rows a process holds, which batch sizes split evenly) is
 sharding.py's; this module calls it.
 
-`config` is a completed experiment config (`experiment.complete`): fields are
+`config` is a completed experiment config (`config_schema.complete`): fields are
 read as they are; their defaults live in `data/defaults.py` only (put in
-every experiment config by `experiment.defaults()`).
+every experiment config by `config_schema.defaults()`).
 The source (sources.py) is asked, never type-tested, for what differs between
 datasets (`Source.full_shuffle`, `Source.load`).
 

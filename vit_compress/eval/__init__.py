@@ -1,40 +1,16 @@
-"""The one eval module: accuracy, zero-shot, teacher agreement, measured cost, report.
+"""Old name of `vit_compress.evaluation` (it shadowed the builtin `eval`).
 
-Evaluators are registered by name and share one call signature,
-`fn(model, params, batches, **kwargs) -> dict of numbers`, where `model` is a
-Flax module or `apply_fn(params, images)` and `batches` yields dicts with
-'image', 'label' and 'mask' (0 = padding, not counted):
-
-    metrics = eval.EVALUATORS.get('classification')(model, params, batches)
-    cost = eval.profile(model, params, image_shape=(8, 8, 3), artifact=model_dir)
-    eval.write_report(rows, workdir)   # report.json, report.md, pareto.png
-
-The trainer's periodic evaluation is chosen by eval kind (the model family
-says which: `models.families`), from `EVAL_KINDS` ('classification',
-'zero_shot'; see eval/periodic.py).
+Kept so that `from vit_compress import eval as eval_lib` and
+`from vit_compress.eval.report import ...` in users' code still work: each old
+name is the same module object as the new one, not a copy.
 """
-from vit_compress.eval.classification import accuracy
-from vit_compress.eval.classification import accuracy_fn
-from vit_compress.eval.classification import agreement
-from vit_compress.eval.classification import agreement_fn
-from vit_compress.eval.classification import forward_fn
-from vit_compress.eval.periodic import EVAL_KINDS
-from vit_compress.eval.profiling import artifact_bytes
-from vit_compress.eval.profiling import count_params
-from vit_compress.eval.profiling import profile
-from vit_compress.eval.report import format_table
-from vit_compress.eval.report import plot_pareto
-from vit_compress.eval.report import print_table
-from vit_compress.eval.report import score_variant
-from vit_compress.eval.report import read_report
-from vit_compress.eval.report import write_report
-from vit_compress.eval.zero_shot import zero_shot_accuracy
-from vit_compress.eval.zero_shot import zero_shot_classifier
-from vit_compress.eval.zero_shot import zero_shot_fn
-from vit_compress.registry import Registry
+import importlib
+import pkgutil
+import sys
 
-EVALUATORS = Registry('evaluator')
-EVALUATORS.register('classification')(accuracy)
-EVALUATORS.register('zero_shot')(zero_shot_accuracy)
-EVALUATORS.register('agreement')(agreement)
-EVALUATORS.register('profile')(profile)
+from vit_compress import evaluation
+
+for _info in pkgutil.iter_modules(evaluation.__path__):
+  sys.modules[f'{__name__}.{_info.name}'] = importlib.import_module(
+      f'{evaluation.__name__}.{_info.name}')
+sys.modules[__name__] = evaluation

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.models import batch_norm
 from vit_compress.models import families
 from vit_compress.models import lit as lit_lib
@@ -161,5 +161,5 @@ def count_params(params) -> int:
   """Trainable parameters: BatchNorm running statistics are left out (they
   are buffers in PyTorch, and counts here equal the published ones)."""
   stats = re.compile(batch_norm.RUNNING_STATS)
-  return sum(int(x.size) for p, x in paths.flatten_with_paths(params)
+  return sum(int(x.size) for p, x in param_paths.flatten_with_paths(params)
              if not stats.search(p))

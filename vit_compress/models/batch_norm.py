@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_compress import paths
+from vit_compress import param_paths
 
 COLLECTION = 'batch_stats'
 RUNNING_STATS = r'(^|/)running_(mean|var)$'  # regex over parameter paths
@@ -70,9 +70,9 @@ def replace_running_stats(params, new_stats):
   tree, same nesting) replaced; `params` itself when there are none."""
   if not new_stats:
     return params
-  flat = dict(paths.flatten_with_paths(params))
-  updates = dict(paths.flatten_with_paths(new_stats))
+  flat = dict(param_paths.flatten_with_paths(params))
+  updates = dict(param_paths.flatten_with_paths(new_stats))
   unknown = sorted(set(updates) - set(flat))
   if unknown:
     raise ValueError(f'batch statistics for unknown parameters: {unknown[:3]}')
-  return paths.map_with_paths(lambda p, x: updates.get(p, x), params)
+  return param_paths.map_with_paths(lambda p, x: updates.get(p, x), params)

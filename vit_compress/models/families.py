@@ -2,7 +2,7 @@
 
     family = families.of(model_config)        # by `model_config.family`
     inputs = family.inputs(batch)             # the model's call, from a batch
-    run_eval = eval.EVAL_KINDS.get(family.eval_kind)(...)
+    run_eval = evaluation.EVAL_KINDS.get(family.eval_kind)(...)
 
 The builders live in `models.MODELS`; an adapter here says everything else a
 family decides: which keyword inputs its call takes (LiT adds 'tokens'),
@@ -37,7 +37,7 @@ class Family:
   name: str
   # (config, param shapes) -> encoder sequence length, class token included.
   num_tokens: Callable[[Any, Any], int]
-  # eval.EVAL_KINDS name of the trainer's periodic evaluation.
+  # evaluation.EVAL_KINDS name of the trainer's periodic evaluation.
   eval_kind: str = 'classification'
   # False: no `num_classes` head (the model embeds; LiT).
   class_head: bool = True

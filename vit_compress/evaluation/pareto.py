@@ -94,7 +94,7 @@ def _panel(ax, xs, ys, names, colors, *, xlabel, title, larger_x_better):
 def plot_pareto(rows: Sequence[Dict[str, Any]], path: str,
                 title: Optional[str] = None) -> str:
   """Writes the two-panel plot for report rows (see report.py) to `path`."""
-  from vit_compress.eval import report  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import report  # pylint: disable=g-import-not-at-top
   names = [report.label(r, rows) for r in rows]   # with the runtime if not all jax
   top1 = [float(r['top1']) for r in rows]
   speed = [float(r['img_per_s']) for r in rows]

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from vit_compress.eval import classification
-from vit_compress.eval import profiling
+from vit_compress.evaluation import classification
+from vit_compress.evaluation import profiling
 
 REQUIRED = ('name', 'top1', 'params', 'bytes', 'flops', 'img_per_s')
 MIB = 2**20
@@ -195,7 +195,7 @@ def print_table(rows: Sequence[Dict[str, Any]]) -> None:
 def write_report(rows: Sequence[Dict[str, Any]], workdir: str,
                  title: str = 'Compression report') -> Dict[str, str]:
   """Writes report.json, report.md and pareto.png into `workdir`; returns their paths."""
-  from vit_compress.eval import pareto  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import pareto  # pylint: disable=g-import-not-at-top
   rows = with_relative(rows)
   tf.io.gfile.makedirs(workdir)
   paths = {k: os.path.join(workdir, f) for k, f in
@@ -216,5 +216,5 @@ def read_report(workdir: str) -> List[Dict[str, Any]]:
 
 
 def plot_pareto(rows, path: str, title: Optional[str] = None) -> str:
-  from vit_compress.eval import pareto  # pylint: disable=g-import-not-at-top
+  from vit_compress.evaluation import pareto  # pylint: disable=g-import-not-at-top
   return pareto.plot_pareto(with_relative(rows), path, title=title)

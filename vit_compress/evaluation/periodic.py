@@ -1,6 +1,6 @@
 """The trainer's periodic evaluation over the eval split, chosen by eval kind.
 
-    run_eval = eval.EVAL_KINDS.get(kind)(config, mesh, module, info)
+    run_eval = evaluation.EVAL_KINDS.get(kind)(config, mesh, module, info)
     metrics = run_eval(params)   # {'accuracy': in [0, 1], 'examples': n, ...}
 
 The kind comes from the model family (`models.families`): 'classification'
@@ -13,8 +13,8 @@ what the trainer logs and what `config.best_metric` ranks checkpoints by.
 from typing import Callable, Dict
 
 from vit_compress import data
-from vit_compress.eval import classification
-from vit_compress.eval import zero_shot
+from vit_compress.evaluation import classification
+from vit_compress.evaluation import zero_shot
 from vit_compress.registry import Registry
 
 EvalFn = Callable[..., Dict[str, float]]

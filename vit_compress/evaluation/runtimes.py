@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import jax
 import numpy as np
 
-from vit_compress.eval import classification
-from vit_compress.eval import profiling
+from vit_compress.evaluation import classification
+from vit_compress.evaluation import profiling
 
 JAX = 'jax'
 _FLOAT_ALIASES = {'tflite': 'tflite_float', 'onnx': 'onnx_float'}

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_compress.data import captions
-from vit_compress.eval import classification
+from vit_compress.evaluation import classification
 
 PyTree = Any
 TokenizeFn = Callable[[Sequence[str]], np.ndarray]

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.models import batch_norm
 
 PyTree = Any
@@ -48,7 +48,7 @@ def count_params(params: PyTree) -> Tuple[int, int]:
   is_leaf = lambda x: hasattr(x, 'shape') and not isinstance(x, Mapping)
   total = nonzero = 0
   for key, leaf in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_leaf)[0]:
-    if stats.search(paths.path_str(key)):
+    if stats.search(param_paths.path_str(key)):
       continue
     size = math.prod(leaf.shape)
     values = _values(leaf)
