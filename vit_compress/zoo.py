@@ -133,6 +133,13 @@ _register('R50_L_32')(lambda: _hybrid('L', 1, (3, 4, 6, 3)))
 
 
 # Tiny models for tests, the quickstart and CPU work (8x8 to 32x32 images).
+def _tiny(config: ml_collections.ConfigDict, image_size: int) -> ml_collections.ConfigDict:
+  """A tiny model's config: digits-sized images and the digits' 10 classes."""
+  config.image_size = image_size
+  config.num_classes = 10
+  return config
+
+
 @_register('testing')
 def _testing():  # vit_jax's own testing model
   return vit(16, 10, 10, 2, 1)
@@ -140,34 +147,24 @@ def _testing():  # vit_jax's own testing model
 
 @_register('Nano_2')
 def _nano():
-  c = vit(2, 32, 128, 2, 2)
-  c.image_size = 8
-  c.num_classes = 10
-  return c
+  return _tiny(vit(2, 32, 128, 2, 2), image_size=8)
 
 
 @_register('Micro_2')
 def _micro():
-  c = vit(2, 64, 256, 4, 4)
-  c.image_size = 8
-  c.num_classes = 10
-  return c
+  return _tiny(vit(2, 64, 256, 4, 4), image_size=8)
 
 
 @_register('Mini_4')
 def _mini():
-  c = vit(4, 96, 384, 6, 6)
-  c.image_size = 16
-  c.num_classes = 10
-  return c
+  return _tiny(vit(4, 96, 384, 6, 6), image_size=16)
 
 
 @_register('R_Nano_2')
 def _r_nano():
-  c = vit(2, 32, 128, 2, 2, resnet={'num_layers': (1,), 'width_factor': 0.5})
-  c.image_size = 16
-  c.num_classes = 10
-  return c
+  return _tiny(vit(2, 32, 128, 2, 2,
+                   resnet={'num_layers': (1,), 'width_factor': 0.5}),
+               image_size=16)
 
 
 # ---------------------------------------------------------------- MLP-Mixer
@@ -195,10 +192,7 @@ _register('Mixer_L_16')(lambda: mixer(16, 1024, 512, 4096, 24))
 
 @_register('Mixer_Nano_2')
 def _mixer_nano():
-  c = mixer(2, 32, 32, 128, 2)
-  c.image_size = 8
-  c.num_classes = 10
-  return c
+  return _tiny(mixer(2, 32, 32, 128, 2), image_size=8)
 
 
 # ---------------------------------------------------------------- LiT
