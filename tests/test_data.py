@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from processes import free_port, results, start_python
+from tests.helpers.processes import free_port, results, start_python
 from vit_compress import data
 from vit_compress import registry
 from vit_compress import zoo

@@ -1,6 +1,6 @@
 """Distillation through the trainer: a kd student beats the label-only student."""
 from configs import distill
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import train
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import augreg
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import experiment
 from vit_compress import models

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-import pruning_helpers
-from train_helpers import digits_config
+from tests.helpers import pruning_helpers
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import edge

@@ -1,7 +1,7 @@
 """Quantization through the trainer and on a digits-trained model."""
 import numpy as np
 
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import eval as eval_lib

@@ -9,7 +9,7 @@ from vit_compress import zoo
 from vit_compress.models import tome
 from vit_compress.models import vit
 
-import tiny_task
+from tests.helpers import tiny_task
 
 
 # Jitted once per (r, num_prefix): one compile beats op-by-op dispatch.

@@ -17,7 +17,7 @@ from vit_compress import losses
 from vit_compress import models
 from vit_compress import optim
 from vit_compress import train
-from train_helpers import digits_config, main_command, run_main, subprocess_env, REPO
+from tests.helpers.train_helpers import digits_config, main_command, run_main, subprocess_env, REPO
 
 
 def _params(workdir):

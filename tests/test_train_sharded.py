@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from processes import free_port, results, start_python
-from train_helpers import digits_config
+from tests.helpers.processes import free_port, results, start_python
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import paths
@@ -32,10 +32,9 @@ TOLERANCE = 1e-5
 
 RUNNER = r'''
 import json, os, sys
-sys.path.insert(0, os.path.join(os.getcwd(), 'tests'))
 import jax
-from processes import free_port, results, start_python
-from train_helpers import digits_config
+from tests.helpers.processes import free_port, results, start_python
+from tests.helpers.train_helpers import digits_config
 from vit_compress import models, sharding, train
 workdir, data_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 if 'mesh' in overrides:

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from train_helpers import REPO, subprocess_env
+from tests.helpers.train_helpers import REPO, subprocess_env
 from vit_compress import zoo
 from vit_compress import zoo_measure
 
