@@ -34,6 +34,8 @@ from vit_compress import workdir as workdir_lib
 from vit_compress import zoo
 from vit_compress.compress import shrink
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 SECONDS = 60   # generous for a loaded CI machine; a bad run fails before training
 
 

@@ -85,6 +85,7 @@ def test_accum_steps_must_divide_the_batch():
     _prepare(config)
 
 
+@pytest.mark.slow
 def test_init_from_vit_jax_npz_resets_the_head(digits_data_dir, tmp_path):
   # A "pretrained" Nano_2 with 5 classes, written in vit_jax's layout.
   source = zoo.get('Nano_2')

@@ -17,6 +17,8 @@ from vit_compress import models
 from vit_compress import tflite
 from vit_compress.compress import quantize
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 
 @pytest.fixture(scope='module')
 def trained_host(trained):

@@ -22,6 +22,8 @@ from vit_compress import train
 from vit_compress.compress import quantize
 from vit_compress.compress import shrink
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 # The int8 file is dynamic-range (int8 weights, activations quantized per call
 # from their own range): what export_optimized ships on x86, 1.9x the float
 # file's speed at 224 px where full-integer int8 is 0.5x (bench/README.md).

@@ -73,6 +73,7 @@ def test_half_the_mlp_parameters_and_the_report(trained):
       32 * 128 - 12 * (32 + 128))
 
 
+@pytest.mark.slow
 def test_fine_tuning_recovers_accuracy_at_half_the_mlp_parameters(trained):
   config, params, eval_fn = trained
   float_acc = eval_fn(models.build(config), params)
@@ -118,6 +119,7 @@ def test_bad_requests_are_clear_errors(trained):
     lowrank.factorize(params, config, energy=1.5)
 
 
+@pytest.mark.slow
 def test_command_line_factorises_a_saved_model_and_never_overwrites(trained,
                                                                      tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top

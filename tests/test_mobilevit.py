@@ -147,6 +147,7 @@ def _random_params(config):
       models.param_shapes(config))
 
 
+@pytest.mark.slow
 def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   from vit_compress.compress import pruning
   from vit_compress.compress import shrink

@@ -18,6 +18,8 @@ from vit_compress.compress import quantize
 from vit_compress.eval import report
 from vit_compress.eval import classification
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 PP_32PX = 'decode|resize(32)|to_rgb|value_range(-1, 1)|onehot'
 
 

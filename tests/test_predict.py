@@ -19,6 +19,8 @@ from vit_compress import train
 from vit_compress import zoo
 from vit_compress.compress import quantize
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 N = 12   # test images
 
 

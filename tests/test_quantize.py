@@ -199,6 +199,7 @@ def test_dynamic_w8a8_within_one_point(trained):
   assert not [p for p in paths.path_names(qparams) if p.endswith('_scale')]
 
 
+@pytest.mark.slow
 def test_qat_int4_recovers_float_accuracy(trained):
   config, params, eval_fn = trained
   float_acc = eval_fn(models.build(config), params)

@@ -19,6 +19,8 @@ from vit_compress import paths
 from vit_compress import recipe
 from vit_compress import stages
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 STAGES = ('teacher', 'student', 'shrunk', 'int8', 'report', 'export')
 # What makes two reports the same model results (img/s and bytes are measured).
 SAME = ('name', 'top1', 'agreement', 'loss', 'params', 'nonzero_params', 'flops')

@@ -20,6 +20,8 @@ from vit_compress import main
 from vit_compress import train
 from vit_compress import workdir as workdir_lib
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 
 @pytest.fixture(scope='module')
 def run20(digits_data_dir, tmp_path_factory):

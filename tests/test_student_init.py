@@ -101,6 +101,7 @@ def test_bad_specs_name_the_key(teacher):
     student_init.init_student(params, config, _spec(num_heads=5))
 
 
+@pytest.mark.slow
 def test_trainer_builds_the_student_from_init_from(digits_data_dir, tmp_path,
                                                    teacher):
   """config.init_from + config.student_init: the trainer's model and first
@@ -126,6 +127,7 @@ def test_trainer_builds_the_student_from_init_from(digits_data_dir, tmp_path,
   assert saved_dict == expected_config.to_dict()
 
 
+@pytest.mark.slow
 def test_mixup_view_is_shared_by_teacher_and_student(digits_data_dir, tmp_path,
                                                      teacher, monkeypatch):
   """config.mixup in the step: the student and the teacher get the same mixed

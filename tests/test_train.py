@@ -19,6 +19,8 @@ from vit_compress import optim
 from vit_compress import train
 from tests.helpers.train_helpers import digits_config, main_command, run_main, subprocess_env, REPO
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 
 def _params(workdir):
   _, params = checkpoint.load_model(os.path.join(workdir, 'model'))

@@ -21,6 +21,8 @@ from vit_compress import models
 from vit_compress import paths
 from vit_compress import train
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 PP_AUGMENT = ('decode|inception_crop(8)|flip_lr|to_rgb|value_range(-1, 1)|'
               'onehot')
 # Adam (digits setup), 3 steps, one checkpoint and one evaluation at the end.

@@ -170,6 +170,7 @@ def test_distill_weight_is_the_guides_alpha():
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_distillation_command_trains_with_kd_from_the_named_teacher(
     digits_data_dir, tmp_path, caplog):
   from vit_compress import sharding  # pylint: disable=g-import-not-at-top
@@ -219,6 +220,7 @@ def test_file_alias_of_a_model_key_compares_with_that_models_default():
      "error: --config.momentum: the config has no key 'momentum' there. Did you "
      "mean 'optim.momentum'?"),
 ], ids=['unknown AugReg model', 'key in a section'])
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, flags, message):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
