@@ -1,4 +1,8 @@
-"""Shared fixtures: the `digits` dataset built once per test session; a compile cache."""
+"""Shared fixtures: the `digits` dataset built once per test session, the tiny
+trained ViT of `tests/helpers/tiny_task.py`; a compile cache.
+
+Helper modules live in `tests/helpers/`; the `slow` marker (pytest.ini) names
+the integration tests, so `pytest -m "not slow"` runs the unit layer alone."""
 import fcntl
 import os
 import tempfile
@@ -32,3 +36,11 @@ def digits_data_dir(tmp_path_factory):
     data.get_dataset_info('digits', str(data_dir))
     fcntl.flock(lock, fcntl.LOCK_UN)
   return str(data_dir)
+
+
+@pytest.fixture(scope='module')
+def trained():
+  """(model config, float params, eval function) of Nano_2 trained on the tiny
+  task; trained once per process (`tiny_task.trained_nano` is cached)."""
+  from tests.helpers import tiny_task  # pylint: disable=g-import-not-at-top
+  return tiny_task.trained_nano()

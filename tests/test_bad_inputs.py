@@ -9,7 +9,6 @@ Every case must return 2, print one `error:` line matching its pattern, and
 leave every file of the workdir byte-identical. Cases about a fresh start
 (`init_from`) use an empty workdir, which must stay empty.
 """
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train_helpers import REPO, digits_config, run_main, subprocess_env
+from tests.helpers.train_helpers import REPO, digits_config, run_main, snapshot, subprocess_env
 from vit_compress import checkpoint
 from vit_compress import cli
 from vit_compress import export
@@ -35,18 +34,9 @@ from vit_compress import workdir as workdir_lib
 from vit_compress import zoo
 from vit_compress.compress import shrink
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 SECONDS = 60   # generous for a loaded CI machine; a bad run fails before training
-
-
-def _snapshot(root):
-  """{relative path: sha256} of every file under root."""
-  digests = {}
-  for folder, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(folder, name)
-      with open(path, 'rb') as f:
-        digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-  return digests
 
 
 @pytest.fixture(scope='module')
@@ -247,7 +237,7 @@ def test_bad_input_fails_fast_and_leaves_the_workdir(
   config = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   for key, value in edits.items():
     _set(config, key, _fill(value, root, digits_data_dir))
-  before = _snapshot(workdir)
+  before = snapshot(workdir)
   capsys.readouterr()
   start = time.time()
   status = main.run(config, workdir)
@@ -258,7 +248,7 @@ def test_bad_input_fails_fast_and_leaves_the_workdir(
   assert re.search(pattern, err, re.S), err
   assert 'Traceback' not in err and err.count('\n') == 1, err
   assert seconds < SECONDS
-  assert _snapshot(workdir) == before
+  assert snapshot(workdir) == before
 
 
 def _one_error_line(capsys, pattern):
@@ -284,11 +274,11 @@ def test_bad_workdir_is_refused(finished, digits_data_dir, case, capsys):
     with open(lock, 'w') as f:
       json.dump({'pid': os.getpid(), 'host': os.uname().nodename, 'since': 'now'}, f)
   try:
-    before = _snapshot(root)
+    before = snapshot(root)
     capsys.readouterr()
     assert main.run(digits_config(digits_data_dir, total_steps=30), target) == 2
     _one_error_line(capsys, pattern)
-    assert _snapshot(root) == before
+    assert snapshot(root) == before
   finally:
     if os.path.exists(lock):
       os.remove(lock)
@@ -332,13 +322,13 @@ def test_bad_init_from_writes_nothing(finished, digits_data_dir, tmp_path, sourc
 def test_cli_fails_fast_and_leaves_the_workdir(finished, digits_data_dir, flags,
                                                env, pattern):
   workdir, _ = finished
-  before = _snapshot(workdir)
+  before = snapshot(workdir)
   result = run_main(workdir, digits_data_dir, *flags, check=False, timeout=120,
                     env=env)
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   assert re.search(pattern, result.stderr), result.stderr[-2000:]
-  assert _snapshot(workdir) == before
+  assert snapshot(workdir) == before
 
 
 # Other commands, through the functions their command lines call.
@@ -359,7 +349,7 @@ def _zoo(models=None, image_size=224, num_classes=1000, jobs=1):
     for k, v in values.items():
       setattr(flags.FLAGS, k, v)
     try:
-      zoo._main()  # pylint: disable=protected-access
+      zoo.command()
     finally:
       for k, v in saved.items():
         setattr(flags.FLAGS, k, v)
@@ -425,13 +415,13 @@ def test_commands_answer_mistakes_with_one_line(finished, zoo_flags, make, patte
     model_config['quant'] = {'weight_dtype': 'int8'}
     with open(quantized / checkpoint.CONFIG_FILE, 'w') as f:
       json.dump(model_config, f)
-  before = _snapshot(root)
+  before = snapshot(root)
   capsys.readouterr()
   start = time.time()
   assert cli.report(make(str(root))) == 2
   assert time.time() - start < SECONDS
   _one_error_line(capsys, pattern)
-  assert _snapshot(root) == before
+  assert snapshot(root) == before
 
 
 CONFIG_FILES = [
@@ -472,11 +462,11 @@ def test_good_config_file_passes():
 ], ids=['main: bad config argument', 'shrink: out exists'])
 def test_command_lines_exit_2(finished, command, pattern):
   workdir, root = finished
-  before = _snapshot(root)
+  before = snapshot(root)
   result = subprocess.run(
       [sys.executable] + [c.format(repo=REPO, workdir=workdir) for c in command],
       env=subprocess_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 2, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
   assert re.search(pattern, result.stderr, re.M), result.stderr[-2000:]
-  assert _snapshot(root) == before
+  assert snapshot(root) == before

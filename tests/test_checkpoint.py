@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from tests.helpers.params import random_params
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import paths
@@ -21,14 +22,6 @@ from vit_compress import zoo
 PRE_LINEN = {'LayerNorm_0': 'LayerNorm_0',
              'MultiHeadDotProductAttention_0': 'MultiHeadDotProductAttention_1',
              'LayerNorm_1': 'LayerNorm_2', 'MlpBlock_0': 'MlpBlock_3'}
-
-
-def random_params(config, seed=0):
-  """Random values everywhere (init's zero head would hide wrong mappings)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda s: rng.normal(0, 0.5, s.shape).astype(s.dtype),
-      models.param_shapes(config))
 
 
 def flat(tree):
@@ -76,7 +69,7 @@ def ti16_small():
 
 def test_vit_jax_pre_linen_file_gives_identical_logits(tmp_path):
   config = ti16_small()
-  params = random_params(config)
+  params = random_params(config, scale=0.5)
   arrays = {pre_linen(k): v for k, v in flat(params).items()}
   assert 'Transformer/encoderblock_1/MultiHeadDotProductAttention_1/query/kernel' in arrays
   assert arrays['Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel'].shape == (192, 768)
@@ -119,7 +112,7 @@ def zero_class_posemb(params):
 
 def test_big_vision_vit_scanned_gives_identical_logits(tmp_path):
   config = ti16_small()
-  params = zero_class_posemb(random_params(config, seed=2))
+  params = zero_class_posemb(random_params(config, seed=2, scale=0.5))
   arrays = {'params/' + k: v for k, v in
             big_vision_vit_arrays(params, scan=True).items()}
   assert arrays['params/pos_embedding'].shape == (1, 4, 192)  # 2x2 grid, no cls
@@ -139,7 +132,7 @@ def test_big_vision_vit_scanned_gives_identical_logits(tmp_path):
 
 def test_big_vision_lit_two_towers_give_identical_outputs(tmp_path):
   config = zoo.get('LiT_Nano')
-  params = random_params(config, seed=3)
+  params = random_params(config, seed=3, scale=0.5)
   params['img'] = zero_class_posemb(params['img'])
   arrays = {f'params/img/{k}': v
             for k, v in big_vision_vit_arrays(params['img']).items()}
@@ -161,7 +154,7 @@ def test_big_vision_lit_two_towers_give_identical_outputs(tmp_path):
 def test_resolution_change_resamples_position_embedding(tmp_path):
   small = zoo.get('Nano_2', image_size=32)   # 16x16 patches
   large = zoo.get('Nano_2', image_size=48)   # 24x24 patches
-  params = random_params(small, seed=5)
+  params = random_params(small, seed=5, scale=0.5)
   path = str(tmp_path / 'nano32.npz')
   checkpoint.export_npz(path, params)
 
@@ -182,7 +175,7 @@ def test_resolution_change_resamples_position_embedding(tmp_path):
 
 def test_hybrid_with_old_groupnorm_shapes_imports(tmp_path):
   config = zoo.get('R_Nano_2')
-  params = random_params(config, seed=6)
+  params = random_params(config, seed=6, scale=0.5)
   arrays = {}
   for key, value in flat(params).items():
     if re.search(r'(^|/)gn(\d|_root|_proj)\w*/(scale|bias)$', key):
@@ -203,7 +196,7 @@ def test_hybrid_with_old_groupnorm_shapes_imports(tmp_path):
 
 def test_mixer_file_gives_identical_logits(tmp_path):
   config = zoo.get('Mixer_Nano_2')
-  params = random_params(config, seed=7)
+  params = random_params(config, seed=7, scale=0.5)
   path = str(tmp_path / 'mixer.npz')
   np.savez(path, **flat(params))
   loaded = checkpoint.load_npz(path, config)
@@ -214,7 +207,7 @@ def test_mixer_file_gives_identical_logits(tmp_path):
 
 def test_head_reset_when_classes_differ(tmp_path, caplog):
   source = zoo.get('Nano_2')  # 10 classes
-  params = random_params(source, seed=8)
+  params = random_params(source, seed=8, scale=0.5)
   path = str(tmp_path / 'nano.npz')
   checkpoint.export_npz(path, params)
   target = zoo.get('Nano_2', num_classes=5)
@@ -226,7 +219,7 @@ def test_head_reset_when_classes_differ(tmp_path, caplog):
   np.testing.assert_array_equal(zeroed['head']['kernel'], 0)
   np.testing.assert_array_equal(zeroed['head']['bias'], 0)
 
-  init = random_params(target, seed=9)
+  init = random_params(target, seed=9, scale=0.5)
   loaded = checkpoint.load_pretrained(path, target, init)
   np.testing.assert_array_equal(loaded['head']['kernel'], init['head']['kernel'])
   np.testing.assert_array_equal(loaded['head']['bias'], init['head']['bias'])
@@ -236,7 +229,7 @@ def test_head_reset_when_classes_differ(tmp_path, caplog):
 
 def test_shape_mismatch_is_one_error_listing_keys(tmp_path):
   path = str(tmp_path / 'nano.npz')
-  checkpoint.export_npz(path, random_params(zoo.get('Nano_2')))
+  checkpoint.export_npz(path, random_params(zoo.get('Nano_2'), scale=0.5))
   with pytest.raises(checkpoint.CheckpointMismatchError) as error:
     checkpoint.load_npz(path, zoo.get('Micro_2'))  # 64 wide, 4 layers, 4 heads
   message = str(error.value)
@@ -251,7 +244,7 @@ def test_shape_mismatch_is_one_error_listing_keys(tmp_path):
   assert 'zoo name' in message and 'handled automatically' in message
 
   mixer = str(tmp_path / 'mixer.npz')
-  checkpoint.export_npz(mixer, random_params(zoo.get('Mixer_Nano_2')))
+  checkpoint.export_npz(mixer, random_params(zoo.get('Mixer_Nano_2'), scale=0.5))
   with pytest.raises(checkpoint.CheckpointMismatchError,
                      match=r'not in the model:\n(  .*\n)*  MixerBlock_0/LayerNorm_0/bias'):
     checkpoint.load_npz(mixer, zoo.get('Nano_2'))
@@ -280,7 +273,7 @@ def test_export_import_round_trip_is_exact(tmp_path, name, dtype):
   config = zoo.get(name, param_dtype=dtype)
   if name == 'LiT_Nano':
     config.image.param_dtype = dtype
-  params = random_params(config, seed=10)
+  params = random_params(config, seed=10, scale=0.5)
   path = str(tmp_path / 'sub' / 'export.npz')
   checkpoint.export_npz(path, params)
   with np.load(path, allow_pickle=False) as data:
@@ -302,7 +295,7 @@ def test_save_and_load_model_round_trip(tmp_path):
   config.transformer.num_heads = (2, 1)
   config.transformer.mlp_dim = (128, 48)
   config.transformer.head_dim = 16
-  params = random_params(config, seed=11)
+  params = random_params(config, seed=11, scale=0.5)
   quantized = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
   tree = dict(params, quant={'kernel': quantized, 'scale': np.float32(0.5)})
   directory = str(tmp_path / 'model')
@@ -325,11 +318,11 @@ def test_save_and_load_model_round_trip(tmp_path):
 
 def test_load_pretrained_from_saved_model_and_into_a_tower(tmp_path):
   source = zoo.get('Nano_2')  # 8 px, 10 classes
-  params = random_params(source, seed=12)
+  params = random_params(source, seed=12, scale=0.5)
   directory = str(tmp_path / 'saved')
   checkpoint.save_model(directory, params, source)
   target = zoo.get('Nano_2', image_size=16, num_classes=3)
-  init = random_params(target, seed=13)
+  init = random_params(target, seed=13, scale=0.5)
   loaded = checkpoint.load_pretrained(directory, target, init)
   assert loaded['Transformer']['posembed_input']['pos_embedding'].shape == (1, 65, 32)
   np.testing.assert_array_equal(loaded['head']['kernel'], init['head']['kernel'])
@@ -344,7 +337,7 @@ def test_load_pretrained_from_saved_model_and_into_a_tower(tmp_path):
   body = lambda t: {k: v for k, v in flat(t).items() if not k.startswith('head/')}
   for out_dim in ((None, 32), (32, 32)):
     lit = zoo.get('LiT_Nano', out_dim=out_dim)
-    lit_init = random_params(lit, seed=14)
+    lit_init = random_params(lit, seed=14, scale=0.5)
     lit_params = checkpoint.load_pretrained(path, lit, lit_init, into='img')
     assert_trees_equal(body(lit_params['img']), body(params))
     if out_dim[0] is None:

@@ -4,6 +4,7 @@ import os
 import jax
 import numpy as np
 
+from tests.helpers.params import random_params
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import zoo
@@ -16,9 +17,7 @@ def _model():
   config = zoo.get('Micro_2')
   config.transformer.num_layers = 2
   config.image_size, config.num_classes = 8, 10
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: 0.1 * rng.standard_normal(s.shape).astype(s.dtype),
-                        models.param_shapes(config))
+  params = random_params(config, scale=0.1)
   return config, params
 
 

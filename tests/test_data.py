@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from processes import free_port, results, start_python
+from tests.helpers.processes import free_port, results, start_python
 from vit_compress import data
 from vit_compress import experiment
 from vit_compress import registry
@@ -260,6 +260,7 @@ os._exit(0)   # skip TensorFlow's slow interpreter teardown
 '''
 
 
+@pytest.mark.slow
 def test_batches_are_sharded_over_8_forced_cpu_devices(digits_data_dir):
   config = _config(digits_data_dir, batch_size=32, eval_batch_size=40)
   out, = results([start_python(
@@ -312,6 +313,7 @@ os._exit(0)   # skip TensorFlow's slow interpreter teardown
 '''
 
 
+@pytest.mark.slow
 def test_two_processes_assemble_the_global_batch(digits_data_dir):
   config = _config(digits_data_dir, batch_size=32, eval_batch_size=100)
   port = free_port()

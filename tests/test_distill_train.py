@@ -1,7 +1,11 @@
 """Distillation through the trainer: a kd student beats the label-only student."""
+import pytest
+
 from configs import distill
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import train
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 
 def test_distilled_student_beats_label_only_student(digits_data_dir, tmp_path):

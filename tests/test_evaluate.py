@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.helpers.params import random_params
 from vit_compress import checkpoint
 from vit_compress import eval as eval_lib
 from vit_compress import models
@@ -136,9 +137,7 @@ def test_agreement_with_a_teacher():
 def test_zero_shot_classifier_matches_a_direct_computation():
   config = zoo.get('LiT_Nano')
   module = models.build(config)
-  rng = np.random.default_rng(0)  # random weights, without compiling an init
-  params = jax.tree.map(lambda s: rng.normal(0, 0.3, s.shape).astype(s.dtype),
-                        models.param_shapes(config))
+  params = random_params(config, scale=0.3)  # without compiling an init
   tokenize = tokenizers.get_tokenizer('bytes', config.max_len)
   names, templates = ['zero', 'one', 'two'], ('a photo of {}.', 'the digit {}')
   classifier = np.asarray(eval_lib.zero_shot_classifier(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import augreg
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import experiment
 from vit_compress import models
@@ -85,6 +85,7 @@ def test_accum_steps_must_divide_the_batch():
     _prepare(config)
 
 
+@pytest.mark.slow
 def test_init_from_vit_jax_npz_resets_the_head(digits_data_dir, tmp_path):
   # A "pretrained" Nano_2 with 5 classes, written in vit_jax's layout.
   source = zoo.get('Nano_2')

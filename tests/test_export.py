@@ -7,8 +7,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-import pruning_helpers
-import tiny_task
+from tests.helpers import pruning_helpers
+from tests.helpers import tiny_task
 from vit_compress import checkpoint
 from vit_compress import eval as eval_lib
 from vit_compress import experiment
@@ -17,10 +17,14 @@ from vit_compress import models
 from vit_compress import tflite
 from vit_compress.compress import quantize
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 
 @pytest.fixture(scope='module')
-def trained():
-  config, params, _ = tiny_task.trained_nano()
+def trained_host(trained):
+  """conftest's tiny model with host (numpy) params, and its eval set in
+  batches of 500."""
+  config, params, _ = trained
   images, labels = tiny_task.eval_set()
   batches = [{'image': images[i:i + 500], 'label': labels[i:i + 500]}
              for i in range(0, len(images), 500)]
@@ -31,8 +35,8 @@ def _representative():
   return [tiny_task.sample(64, seed=100 + s)[0] for s in range(4)]
 
 
-def test_tflite_float_and_int8(trained, tmp_path):
-  config, params, batches = trained
+def test_tflite_float_and_int8(trained_host, tmp_path):
+  config, params, batches = trained_host
   jax_top1 = eval_lib.accuracy(models.build(config), params, batches)['top1']
   assert jax_top1 > 80  # the model has learnt the task
 
@@ -62,8 +66,8 @@ def test_tflite_float_and_int8(trained, tmp_path):
   assert abs(tflite.accuracy(io_file['path'], batches)['top1'] - jax_top1) <= 1.0
 
 
-def test_npz_export_reads_back_with_the_importer(trained, tmp_path):
-  config, params, _ = trained
+def test_npz_export_reads_back_with_the_importer(trained_host, tmp_path):
+  config, params, _ = trained_host
   result = export.export_npz(config, params, str(tmp_path / 'nano.npz'))
   with np.load(result['path'], allow_pickle=False) as f:
     keys = set(f.files)
@@ -77,8 +81,8 @@ def test_npz_export_reads_back_with_the_importer(trained, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_artifact_is_shrunk_and_quantized(trained, tmp_path):
-  config, params, batches = trained
+def test_artifact_is_shrunk_and_quantized(trained_host, tmp_path):
+  config, params, batches = trained_host
   params = jax.tree.map(np.array, params)
   # Prune as the trainer saves pruned models: head 1 of block 1 and 64 MLP
   # neurons of block 0 are zeros.
@@ -106,8 +110,8 @@ def test_artifact_is_shrunk_and_quantized(trained, tmp_path):
   assert agreement['agreement'] >= 97.0
 
 
-def test_run_from_a_workdir_on_digits(trained, tmp_path, digits_data_dir):
-  config, params, _ = trained
+def test_run_from_a_workdir_on_digits(trained_host, tmp_path, digits_data_dir):
+  config, params, _ = trained_host
   workdir = str(tmp_path / 'run')
   checkpoint.save_model(os.path.join(workdir, 'model'), params, config)
   exp = experiment.defaults()
@@ -130,8 +134,8 @@ def test_run_from_a_workdir_on_digits(trained, tmp_path, digits_data_dir):
       summary['tflite']['bytes'] / summary['tflite_int8']['bytes'])
 
 
-def test_clear_errors(trained, tmp_path):
-  config, params, _ = trained
+def test_clear_errors(trained_host, tmp_path):
+  config, params, _ = trained_host
   with pytest.raises(FileNotFoundError, match='model/'):
     export.find_saved_model(str(tmp_path))
   qparams, qconfig = quantize.quantize(params, config, {'mode': 'ptq'})

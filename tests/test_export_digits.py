@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-import pruning_helpers
-from train_helpers import digits_config
+from tests.helpers import pruning_helpers
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import edge
@@ -21,6 +21,8 @@ from vit_compress import tflite
 from vit_compress import train
 from vit_compress.compress import quantize
 from vit_compress.compress import shrink
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 # The int8 file is dynamic-range (int8 weights, activations quantized per call
 # from their own range): what export_optimized ships on x86, 1.9x the float

@@ -3,20 +3,15 @@ import jax
 import numpy as np
 import pytest
 
-import tiny_task
+from tests.helpers import tiny_task
 from vit_compress import models
 from vit_compress import onnx_export
 from vit_compress.eval import classification
 
 
-@pytest.fixture(scope='module')
-def trained():
-  config, params, _ = tiny_task.trained_nano()
-  return config, jax.device_get(params)
-
-
 def test_onnx_float_dynamic_and_static_int8(trained):
-  config, params = trained
+  config, params, _ = trained
+  params = jax.device_get(params)
   fn = classification.forward_fn(models.build(config))
   images, _ = tiny_task.eval_set()
   images = images[:500]
@@ -48,7 +43,8 @@ def test_onnx_float_dynamic_and_static_int8(trained):
 
 
 def test_onnx_rejects_the_wrong_image_shape(trained):
-  config, params = trained
+  config, params, _ = trained
+  params = jax.device_get(params)
   fn = classification.forward_fn(models.build(config))
   sess = onnx_export.session(onnx_export.convert(fn, params, (8, 8, 3)))
   with pytest.raises(ValueError, match='images of shape'):

@@ -10,12 +10,7 @@ from vit_compress import models
 from vit_compress.compress import lowrank
 from vit_compress.compress import quantize
 
-import tiny_task
-
-
-@pytest.fixture(scope='module')
-def trained():
-  return tiny_task.trained_nano()
+from tests.helpers import tiny_task
 
 
 def mlp(params, layer=0):
@@ -78,6 +73,7 @@ def test_half_the_mlp_parameters_and_the_report(trained):
       32 * 128 - 12 * (32 + 128))
 
 
+@pytest.mark.slow
 def test_fine_tuning_recovers_accuracy_at_half_the_mlp_parameters(trained):
   config, params, eval_fn = trained
   float_acc = eval_fn(models.build(config), params)
@@ -100,7 +96,7 @@ def test_saved_low_rank_model_reloads_and_quantizes(trained, tmp_path):
   # qwix quantizes both factors of a low-rank layer.
   qparams, qconfig = quantize.quantize(loaded, loaded_config, {'weight_dtype': 'int8'})
   dense = mlp(qparams)['Dense_0']
-  assert all(quantize._is_quantized(dense[k]) for k in ('kernel_a', 'kernel_b'))
+  assert all(quantize.is_quantized(dense[k]) for k in ('kernel_a', 'kernel_b'))
   float_acc = eval_fn(models.build(new_config), new_params)
   assert abs(eval_fn(quantize.quantized_model(qconfig), qparams) - float_acc) <= 1.0
 
@@ -123,11 +119,12 @@ def test_bad_requests_are_clear_errors(trained):
     lowrank.factorize(params, config, energy=1.5)
 
 
+@pytest.mark.slow
 def test_command_line_factorises_a_saved_model_and_never_overwrites(trained,
                                                                      tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  from train_helpers import REPO, subprocess_env  # pylint: disable=g-import-not-at-top
+  from tests.helpers.train_helpers import REPO, subprocess_env  # pylint: disable=g-import-not-at-top
   config, params, _ = trained
   source, out = str(tmp_path / 'float'), str(tmp_path / 'lowrank')
   checkpoint.save_model(source, params, config)

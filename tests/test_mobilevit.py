@@ -126,7 +126,7 @@ def test_resize_is_bilinear_half_pixel(shape, size):
   x = jax.random.normal(jax.random.key(0), shape)
   want = jax.image.resize(x, (shape[0],) + size + (shape[3],), 'bilinear',
                           antialias=False)
-  np.testing.assert_allclose(mobilevit._resize(x, *size), want, atol=1e-5)
+  np.testing.assert_allclose(mobilevit.resize(x, *size), want, atol=1e-5)
 
 
 def _tiny_config():
@@ -147,11 +147,12 @@ def _random_params(config):
       models.param_shapes(config))
 
 
+@pytest.mark.slow
 def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   from vit_compress.compress import pruning
   from vit_compress.compress import shrink
   from vit_compress.compress import structure
-  from pruning_helpers import prune_config
+  from tests.helpers.pruning_helpers import prune_config
   config = _tiny_config()
   params = _random_params(config)
   families = structure.find_groups(params, config)

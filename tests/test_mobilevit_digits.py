@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import export
@@ -18,11 +18,13 @@ from vit_compress.compress import quantize
 from vit_compress.eval import report
 from vit_compress.eval import classification
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 PP_32PX = 'decode|resize(32)|to_rgb|value_range(-1, 1)|onehot'
 
 
 @pytest.fixture(scope='module')
-def trained(digits_data_dir, tmp_path_factory):
+def mobilevit_run(digits_data_dir, tmp_path_factory):
   """configs/augreg.py:MobileViT_XXS,digits at 32 px, 60 Adam steps."""
   workdir = tmp_path_factory.mktemp('mobilevit_digits')
   config = digits_config(digits_data_dir, 'MobileViT_XXS', total_steps=60,
@@ -35,8 +37,8 @@ def trained(digits_data_dir, tmp_path_factory):
   return train.prepare(config), metrics, model_config, params
 
 
-def test_mobilevit_xxs_reaches_90_percent_on_digits(trained):
-  config, metrics, model_config, params = trained
+def test_mobilevit_xxs_reaches_90_percent_on_digits(mobilevit_run):
+  config, metrics, model_config, params = mobilevit_run
   print(f'MobileViT_XXS digits top-1 {metrics["accuracy"]:.4f}')
   assert metrics['step'] == 60 and metrics['examples'] == 355
   assert metrics['accuracy'] >= 0.90  # 0.955 measured (deterministic seed)
@@ -54,12 +56,12 @@ def test_mobilevit_xxs_reaches_90_percent_on_digits(trained):
   del config
 
 
-def test_ptq_int8_with_convolutions_keeps_top1_within_one_point(trained):
-  config, metrics, model_config, params = trained
+def test_ptq_int8_with_convolutions_keeps_top1_within_one_point(mobilevit_run):
+  config, metrics, model_config, params = mobilevit_run
   qparams, qconfig = quantize.quantize(
       params, model_config, {'weight_dtype': 'int8', 'conv_dtype': 'int8'})
   quantized = [p for p, x in jax.tree_util.tree_flatten_with_path(
-      qparams, is_leaf=quantize._is_quantized)[0] if quantize._is_quantized(x)]
+      qparams, is_leaf=quantize.is_quantized)[0] if quantize.is_quantized(x)]
   convs = [p for p in quantized if 'conv' in paths.path_str(p)]
   # Every conv (stem, 3 per inverted residual, 4 per MobileViT block, final)
   # and the 6 weight layers of each of the 9 transformer layers; the head
@@ -72,8 +74,8 @@ def test_ptq_int8_with_convolutions_keeps_top1_within_one_point(trained):
   assert abs(q['top1'] - 100 * metrics['accuracy']) <= 1.0
 
 
-def test_tflite_float_export_agrees_with_jax(trained, tmp_path):
-  config, _, model_config, params = trained
+def test_tflite_float_export_agrees_with_jax(mobilevit_run, tmp_path):
+  config, _, model_config, params = mobilevit_run
   out = export.export_tflite(model_config, params, str(tmp_path / 'f.tflite'))
   interp = tflite.interpreter(out['path'])
   forward = jax.jit(classification.forward_fn(models.build(model_config)))
@@ -94,8 +96,8 @@ def _test_images(config):
                          for b in data.make_eval_iterator(config)])
 
 
-def test_onnx_float_export_agrees_with_jax(trained):
-  config, _, model_config, params = trained
+def test_onnx_float_export_agrees_with_jax(mobilevit_run):
+  config, _, model_config, params = mobilevit_run
   fn = classification.forward_fn(models.build(model_config))
   images = _test_images(config)
   ours = np.asarray(jax.jit(fn)(params, images))
@@ -109,9 +111,9 @@ def test_onnx_float_export_agrees_with_jax(trained):
   assert error < 1e-4
 
 
-def test_report_row_of_the_saved_model(trained, tmp_path):
+def test_report_row_of_the_saved_model(mobilevit_run, tmp_path):
   """What the report stage does for one variant: compact artifact, score, table."""
-  config, metrics, model_config, params = trained
+  config, metrics, model_config, params = mobilevit_run
   artifact = str(tmp_path / '0.npz')
   compact.save(artifact, params, model_config)
   batches = list(data.make_eval_iterator(config))

@@ -16,6 +16,8 @@ import pytest
 
 from vit_compress import checkpoint
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(REPO, 'notebooks')
 PATHS = sorted(glob.glob(os.path.join(NOTEBOOKS, '*.ipynb')))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train_helpers import REPO, digits_config, subprocess_env
+from tests.helpers.train_helpers import REPO, digits_config, subprocess_env
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import eval as eval_lib
@@ -19,11 +19,13 @@ from vit_compress import train
 from vit_compress import zoo
 from vit_compress.compress import quantize
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 N = 12   # test images
 
 
 @pytest.fixture(scope='module')
-def trained(digits_data_dir, tmp_path_factory):
+def digits_run(digits_data_dir, tmp_path_factory):
   """A 20-step Nano_2 digits model, N test images as PNG files, and the
   eval pipeline's batch of the same images."""
   root = tmp_path_factory.mktemp('predict')
@@ -48,8 +50,8 @@ def _eval_labels(module, params, images):
   return [names[i] for i in np.argmax(np.asarray(logits), -1)]
 
 
-def test_cli_labels_are_the_eval_modules_predictions(trained):
-  model_dir, files, images, root = trained
+def test_cli_labels_are_the_eval_modules_predictions(digits_run):
+  model_dir, files, images, root = digits_run
   module, params, config = stages.load_artifact(model_dir)
   assert config.inference.pp_eval == 'decode|to_rgb|value_range(-1, 1)|onehot'
   p = predict.load(model_dir)
@@ -70,8 +72,8 @@ def test_cli_labels_are_the_eval_modules_predictions(trained):
   np.testing.assert_allclose(embeddings, p.embed(files), rtol=1e-5, atol=1e-6)
 
 
-def test_quantized_and_npz_artifacts_predict_like_their_modules(trained):
-  model_dir, files, images, root = trained
+def test_quantized_and_npz_artifacts_predict_like_their_modules(digits_run):
+  model_dir, files, images, root = digits_run
   config, params = checkpoint.load_model(model_dir)
   qparams, qconfig = quantize.quantize(params, config,
                                        {'mode': 'ptq', 'weight_dtype': 'int8'})
@@ -112,9 +114,9 @@ def test_lit_zero_shot_over_given_classes(tmp_path):
     p(images)
 
 
-def test_compact_artifact_keeps_preprocessing_and_names(trained):
+def test_compact_artifact_keeps_preprocessing_and_names(digits_run):
   """export's artifact (shrunk, then int8) still predicts from its own record."""
-  model_dir, files, images, root = trained
+  model_dir, files, images, root = digits_run
   config, params = checkpoint.load_model(model_dir)
   export.export_artifact(config, params, str(root / 'compact'))
   module, loaded, compact_config = stages.load_artifact(str(root / 'compact'))
@@ -123,10 +125,10 @@ def test_compact_artifact_keeps_preprocessing_and_names(trained):
   assert top1 == _eval_labels(module, loaded, images)
 
 
-def test_plain_vit_jax_npz_with_model_name(trained):
+def test_plain_vit_jax_npz_with_model_name(digits_run):
   """A bare .npz records nothing: vit_jax's eval pp at the model's size and
   numbered classes; the classes come from the file's head."""
-  model_dir, files, images, root = trained
+  model_dir, files, images, root = digits_run
   config, params = checkpoint.load_model(model_dir)
   checkpoint.export_npz(str(root / 'bare.npz'), params)   # no sidecar config
   with pytest.raises(ValueError, match='give --model_name'):

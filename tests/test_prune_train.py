@@ -1,12 +1,15 @@
 """Pruning inside the trainer, then shrink: smaller, same logits, reloadable."""
 import jax
 import numpy as np
+import pytest
 
 from configs import prune as prune_config
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import train
 from vit_compress.compress import shrink
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 
 def test_structured_pruning_in_training_then_shrink(digits_data_dir, tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from pruning_helpers import prune_config, random_params
+from tests.helpers.params import random_params
+from tests.helpers.pruning_helpers import prune_config
 from vit_compress import models
 from vit_compress import zoo
 from vit_compress.compress import pruning

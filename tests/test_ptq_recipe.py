@@ -9,6 +9,8 @@ from configs import ptq
 from vit_compress import checkpoint
 from vit_compress import recipe
 
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
+
 
 def test_b16_recipe_is_planned_and_checked_without_any_io(tmp_path):
   planned = recipe.plan(ptq.get_config('B_16'), str(tmp_path))

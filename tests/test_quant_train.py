@@ -1,13 +1,16 @@
 """Quantization through the trainer and on a digits-trained model."""
 import numpy as np
+import pytest
 
-from train_helpers import digits_config
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import eval as eval_lib
 from vit_compress import train
 from vit_compress.compress import quantize
 from vit_compress.eval import profiling
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 
 def test_qat_in_the_trainer_then_int4_model_scores_the_same(digits_data_dir,

@@ -17,12 +17,7 @@ from vit_compress import paths
 from vit_compress.compress import quantize
 from vit_compress.eval import profiling
 
-import tiny_task
-
-
-@pytest.fixture(scope='module')
-def trained():
-  return tiny_task.trained_nano()
+from tests.helpers import tiny_task
 
 
 def calibration_batches(n=4):
@@ -33,9 +28,9 @@ def calibration_batches(n=4):
 def quantized_leaves(qparams):
   """{path: WithAux} of the quantized kernels."""
   leaves = jax.tree_util.tree_flatten_with_path(
-      qparams, is_leaf=quantize._is_quantized)[0]
+      qparams, is_leaf=quantize.is_quantized)[0]
   return {paths.path_str(k): v for k, v in leaves
-          if quantize._is_quantized(v) and isinstance(v.array, qwix.QArray)}
+          if quantize.is_quantized(v) and isinstance(v.array, qwix.QArray)}
 
 
 def ptq_accuracy(config, params, eval_fn, quant_config, batches=None):
@@ -137,10 +132,10 @@ def test_int4_is_packed_two_per_byte(trained, tmp_path):
 
 def test_int4_pack_unpack_roundtrip():
   values = jnp.asarray(np.arange(-8, 8).tolist() * 3 + [5], jnp.int4)  # odd size
-  packed = quantize._pack_int4(values)
+  packed = quantize.pack_int4(values)
   assert packed.dtype == np.uint8 and packed.size == (values.size + 1) // 2
   np.testing.assert_array_equal(
-      quantize._unpack_int4(packed, values.shape).astype(jnp.int8),
+      quantize.unpack_int4(packed, values.shape).astype(jnp.int8),
       values.astype(jnp.int8))
 
 
@@ -204,6 +199,7 @@ def test_dynamic_w8a8_within_one_point(trained):
   assert not [p for p in paths.path_names(qparams) if p.endswith('_scale')]
 
 
+@pytest.mark.slow
 def test_qat_int4_recovers_float_accuracy(trained):
   config, params, eval_fn = trained
   float_acc = eval_fn(models.build(config), params)

@@ -1,5 +1,5 @@
 """Recipes: the quickstart's stages chained in a workdir, skipped once done,
-resumed after a SIGKILL, with a few training steps (tests/recipe_tiny.py)."""
+resumed after a SIGKILL, with a few training steps (tests/helpers/recipe_tiny.py)."""
 import json
 import logging
 import os
@@ -12,12 +12,14 @@ import time
 import numpy as np
 import pytest
 
-import recipe_tiny
-from train_helpers import REPO, subprocess_env
+from tests.helpers import recipe_tiny
+from tests.helpers.train_helpers import REPO, subprocess_env
 from vit_compress import checkpoint
 from vit_compress import paths
 from vit_compress import recipe
 from vit_compress import stages
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 STAGES = ('teacher', 'student', 'shrunk', 'int8', 'report', 'export')
 # What makes two reports the same model results (img/s and bytes are measured).
@@ -224,7 +226,7 @@ def test_sigkill_at_several_points_then_rerun_gives_the_same_report(
   order = STAGES[:-1]   # up to the report
   workdir = tmp_path / 'killed'
   cmd = [sys.executable, '-m', 'vit_compress.main',
-         f'--config={REPO}/tests/recipe_tiny.py', f'--workdir={workdir}',
+         f'--config={REPO}/tests/helpers/recipe_tiny.py', f'--workdir={workdir}',
          f'--config.data_dir={config.data_dir}', f'--config.recipe.order={order}']
   for stage, trigger in KILL_POINTS:
     _kill_when(cmd, workdir / trigger)

@@ -14,12 +14,13 @@ import jax
 import numpy as np
 import pytest
 
-from test_bad_inputs import _snapshot
-from train_helpers import digits_config, main_command, subprocess_env, REPO
+from tests.helpers.train_helpers import digits_config, main_command, snapshot, subprocess_env, REPO
 from vit_compress import checkpoint
 from vit_compress import main
 from vit_compress import train
 from vit_compress import workdir as workdir_lib
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 
 @pytest.fixture(scope='module')
@@ -51,7 +52,7 @@ def test_changed_optimiser_is_refused_then_continues_with_the_opt_in(
     run20, digits_data_dir, tmp_path, capsys, monkeypatch):
   workdir = _copy(run20, tmp_path)
   config = digits_config(digits_data_dir, total_steps=30, **{'optim.name': 'sgd'})
-  before = _snapshot(workdir)
+  before = snapshot(workdir)
   capsys.readouterr()
   assert main.run(config, workdir) == 2
   err = capsys.readouterr().err
@@ -59,7 +60,7 @@ def test_changed_optimiser_is_refused_then_continues_with_the_opt_in(
   assert re.search(r"optim\.name: 'adamw' -> 'sgd'.*Nothing was written.*"
                    r'total_steps.*new --workdir.*--resume_with_changes', err), err
   assert 'total_steps:' not in err   # a safe key is not reported as a change
-  assert _snapshot(workdir) == before
+  assert snapshot(workdir) == before
 
   steps = _saved_steps(monkeypatch)
   assert main.run(config, workdir, resume_with_changes=True) == 0
@@ -94,14 +95,14 @@ def test_safe_keys_resume_and_other_keys_are_named(run20, digits_data_dir,
                        ({'optim.weight_decay': 0.123}, 'optim.weight_decay: '),
                        ({'prune.method': 'magnitude'}, "prune.method: 'none' -> 'magnitude'"),
                        ({'seed': 3}, 'seed: 0 -> 3')):
-    before = _snapshot(workdir)
+    before = snapshot(workdir)
     capsys.readouterr()
     assert main.run(digits_config(digits_data_dir, total_steps=40, **edits),
                     workdir) == 2
     err = capsys.readouterr().err
     assert named in err and err.count('\n') == 1, err
     assert repr(list(edits.values())[0]) in err, err
-    assert _snapshot(workdir) == before
+    assert snapshot(workdir) == before
 
 
 def test_another_state_structure_is_not_set_aside(run20, digits_data_dir, tmp_path,
@@ -110,13 +111,13 @@ def test_another_state_structure_is_not_set_aside(run20, digits_data_dir, tmp_pa
   (another optimiser's state) is an error, and nothing is moved."""
   workdir = _copy(run20, tmp_path)
   os.remove(os.path.join(workdir, workdir_lib.EXPERIMENT_FILE))
-  before = _snapshot(workdir)
+  before = snapshot(workdir)
   config = digits_config(digits_data_dir, total_steps=30, **{'optim.name': 'sgd'})
   capsys.readouterr()
   assert main.run(config, workdir) == 2
   err = capsys.readouterr().err
   assert re.search(r'step 20 .*another train state.*left as it is', err), err
-  assert _snapshot(workdir) == before
+  assert snapshot(workdir) == before
 
 
 @pytest.mark.parametrize('error', [RuntimeError, KeyboardInterrupt])

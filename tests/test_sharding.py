@@ -225,6 +225,7 @@ print('RESULT', json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_sharded_forward_matches_unsharded_on_8_devices():
   out = _run_with_devices(_SHARDED_FORWARD)
   assert out['device_count'] == 8
@@ -280,6 +281,7 @@ print('RESULT', json.dumps({'started': started, 'index': jax.process_index(),
 '''
 
 
+@pytest.mark.slow
 def test_initialize_distributed_two_cpu_processes():
   address = f'localhost:{_free_port()}'
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))

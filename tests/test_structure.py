@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vit_compress import checkpoint
-from pruning_helpers import prune_config, random_params
+from tests.helpers.params import random_params
+from tests.helpers.pruning_helpers import prune_config
 from vit_compress import models
 from vit_compress import paths
 from vit_compress import zoo

@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from pruning_helpers import random_params
+from tests.helpers.params import random_params
 from vit_compress import models
 from vit_compress import paths
 from vit_compress import zoo
@@ -27,13 +27,9 @@ def _logits(config, params, images):
 def teacher():
   config = zoo.get('Micro_2')   # 4 layers, 4 heads, MLP 256
   config.image_size, config.num_classes = 8, 10
-  return config, random_params_for(config)
+  return config, random_params(config, scale=0.1)
 
 
-def random_params_for(config, seed=0):
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: 0.1 * rng.standard_normal(s.shape).astype(s.dtype),
-                      models.param_shapes(config))
 
 
 def test_nothing_dropped_gives_the_teachers_logits(teacher):
@@ -105,11 +101,12 @@ def test_bad_specs_name_the_key(teacher):
     student_init.init_student(params, config, _spec(num_heads=5))
 
 
+@pytest.mark.slow
 def test_trainer_builds_the_student_from_init_from(digits_data_dir, tmp_path,
                                                    teacher):
   """config.init_from + config.student_init: the trainer's model and first
   parameters are the teacher's kept layers and units (lr 0: nothing moves)."""
-  from train_helpers import digits_config
+  from tests.helpers.train_helpers import digits_config
   from vit_compress import checkpoint
   from vit_compress import train
   config, params = teacher
@@ -130,11 +127,12 @@ def test_trainer_builds_the_student_from_init_from(digits_data_dir, tmp_path,
   assert saved_dict == expected_config.to_dict()
 
 
+@pytest.mark.slow
 def test_mixup_view_is_shared_by_teacher_and_student(digits_data_dir, tmp_path,
                                                      teacher, monkeypatch):
   """config.mixup in the step: the student and the teacher get the same mixed
   images, which are a convex mix of the batch and its roll by one."""
-  from train_helpers import digits_config
+  from tests.helpers.train_helpers import digits_config
   from vit_compress import checkpoint
   from vit_compress import train
   from vit_compress.data import mixup

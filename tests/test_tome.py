@@ -9,7 +9,7 @@ from vit_compress import zoo
 from vit_compress.models import tome
 from vit_compress.models import vit
 
-import tiny_task
+from tests.helpers import tiny_task
 
 
 # Jitted once per (r, num_prefix): one compile beats op-by-op dispatch.
@@ -155,6 +155,7 @@ def test_remat_gives_the_same_logits(nano_params):
       tiny_task.logits(models.build(remat), params, images), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_merging_at_inference_on_a_trained_model():
   config, params, eval_fn = tiny_task.trained_nano()
   float_acc = eval_fn(models.build(config), params)
@@ -163,6 +164,7 @@ def test_merging_at_inference_on_a_trained_model():
   assert merged_acc >= float_acc - 2, (float_acc, merged_acc)
 
 
+@pytest.mark.slow
 def test_training_with_merging():
   """Gradients flow through merged tokens: a short fine-tune with merging
   (r=4: 17 -> 13 -> 9 tokens) recovers most of the accuracy merging cost."""

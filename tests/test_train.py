@@ -17,7 +17,9 @@ from vit_compress import losses
 from vit_compress import models
 from vit_compress import optim
 from vit_compress import train
-from train_helpers import digits_config, main_command, run_main, subprocess_env, REPO
+from tests.helpers.train_helpers import digits_config, main_command, run_main, subprocess_env, REPO
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 
 def _params(workdir):

@@ -14,12 +14,14 @@ import jax
 import numpy as np
 import pytest
 
-from processes import free_port, results, start_python
-from train_helpers import digits_config
+from tests.helpers.processes import free_port, results, start_python
+from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import paths
 from vit_compress import train
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 PP_AUGMENT = ('decode|inception_crop(8)|flip_lr|to_rgb|value_range(-1, 1)|'
               'onehot')
@@ -32,10 +34,9 @@ TOLERANCE = 1e-5
 
 RUNNER = r'''
 import json, os, sys
-sys.path.insert(0, os.path.join(os.getcwd(), 'tests'))
 import jax
-from processes import free_port, results, start_python
-from train_helpers import digits_config
+from tests.helpers.processes import free_port, results, start_python
+from tests.helpers.train_helpers import digits_config
 from vit_compress import models, sharding, train
 workdir, data_dir, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 if 'mesh' in overrides:

@@ -15,7 +15,7 @@ import pytest
 from ml_collections import config_flags
 
 from configs import augreg as augreg_config
-from train_helpers import PP_8PX, REPO
+from tests.helpers.train_helpers import PP_8PX, REPO
 from vit_compress import checkpoint
 from vit_compress import config_aliases
 from vit_compress import experiment
@@ -170,6 +170,7 @@ def test_distill_weight_is_the_guides_alpha():
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_distillation_command_trains_with_kd_from_the_named_teacher(
     digits_data_dir, tmp_path, caplog):
   from vit_compress import sharding  # pylint: disable=g-import-not-at-top
@@ -219,10 +220,11 @@ def test_file_alias_of_a_model_key_compares_with_that_models_default():
      "error: --config.momentum: the config has no key 'momentum' there. Did you "
      "mean 'optim.momentum'?"),
 ], ids=['unknown AugReg model', 'key in a section'])
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, flags, message):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  from train_helpers import subprocess_env  # pylint: disable=g-import-not-at-top
+  from tests.helpers.train_helpers import subprocess_env  # pylint: disable=g-import-not-at-top
   result = subprocess.run(
       [sys.executable, '-m', 'vit_compress.main', f'--workdir={tmp_path / "w"}',
        *flags], env=subprocess_env(), cwd=REPO, capture_output=True, text=True,

@@ -24,6 +24,7 @@ PUBLISHED_PARAMS = {
 }
 
 
+@pytest.mark.slow
 def test_cli_table_has_exact_published_parameter_counts():
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-m', 'vit_compress.zoo'], env=env,

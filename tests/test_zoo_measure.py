@@ -2,9 +2,13 @@
 import subprocess
 import sys
 
-from train_helpers import REPO, subprocess_env
+import pytest
+
+from tests.helpers.train_helpers import REPO, subprocess_env
 from vit_compress import zoo
 from vit_compress import zoo_measure
+
+pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 TINY = ['Nano_2', 'Micro_2']
 

@@ -413,10 +413,11 @@ def main(argv):
   from vit_compress import cli  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  sys.exit(cli.report(_main, flags.FLAGS.verbose))
+  sys.exit(cli.report(command, flags.FLAGS.verbose))
 
 
-def _main():
+def command():
+  """The zoo command: the table, and the measurements, its flags ask for."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo_measure  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS

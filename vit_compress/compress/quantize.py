@@ -311,11 +311,11 @@ def quantize(params: PyTree, model_config: ml_collections.ConfigDict,
 
 
 # -------------------------------------------------------------------- storage
-def _is_quantized(x) -> bool:
+def is_quantized(x) -> bool:
   return qwix_private.is_quantized_param(x)
 
 
-def _pack_int4(values) -> np.ndarray:
+def pack_int4(values) -> np.ndarray:
   """int4 values -> uint8, two per byte (low nibble first), flattened."""
   flat = np.asarray(jnp.asarray(values).astype(jnp.int8)).reshape(-1)
   if flat.size % 2:
@@ -324,7 +324,7 @@ def _pack_int4(values) -> np.ndarray:
   return nibbles[0::2] | (nibbles[1::2] << 4)
 
 
-def _unpack_int4(packed, shape) -> jax.Array:
+def unpack_int4(packed, shape) -> jax.Array:
   packed = np.asarray(packed, np.uint8)
   nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(-1)
   values = nibbles[:math.prod(shape)].astype(np.int8)
@@ -336,7 +336,7 @@ def to_storage(qparams: PyTree) -> PyTree:
   """Plain nested dict of numpy arrays: each quantized kernel becomes
   {'qvalue' (int8) or 'qvalue_int4x2' (packed uint8), 'scale'[, 'zero_point']}."""
   def store(leaf):
-    if not _is_quantized(leaf):
+    if not is_quantized(leaf):
       return np.asarray(leaf)
     array = leaf.array
     if not isinstance(array, qwix.QArray):  # a static activation scale
@@ -345,11 +345,11 @@ def to_storage(qparams: PyTree) -> PyTree:
     if array.zero_point is not None:
       out['zero_point'] = np.asarray(array.zero_point)
     if array.qvalue.dtype == jnp.int4:
-      out[_INT4_PACKED] = _pack_int4(array.qvalue)
+      out[_INT4_PACKED] = pack_int4(array.qvalue)
     else:
       out['qvalue'] = np.asarray(array.qvalue)
     return out
-  return jax.tree.map(store, qparams, is_leaf=_is_quantized)
+  return jax.tree.map(store, qparams, is_leaf=is_quantized)
 
 
 def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
@@ -365,14 +365,14 @@ def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
 
   def load(key_path, template):
     key = param_paths.path_str(key_path)
-    if not _is_quantized(template):
+    if not is_quantized(template):
       return jnp.asarray(get(key, template.shape), template.dtype)
     array = template.array
     if not isinstance(array, qwix.QArray):
       return template.replace(array=jnp.asarray(get(key, array.shape), array.dtype))
     shape = array.qvalue.shape
     if array.qvalue.dtype == jnp.int4:
-      qvalue = _unpack_int4(get(f'{key}/{_INT4_PACKED}', (0,)), shape)
+      qvalue = unpack_int4(get(f'{key}/{_INT4_PACKED}', (0,)), shape)
     else:
       qvalue = jnp.asarray(get(f'{key}/qvalue', shape), array.qvalue.dtype)
     zero_point = None
@@ -383,7 +383,7 @@ def from_storage(stored: PyTree, abstract: PyTree) -> PyTree:
     return template.replace(array=qwix.QArray(
         qvalue=qvalue, scale=scale, zero_point=zero_point, qtype=array.qtype))
 
-  out = jax.tree_util.tree_map_with_path(load, abstract, is_leaf=_is_quantized)
+  out = jax.tree_util.tree_map_with_path(load, abstract, is_leaf=is_quantized)
   if missing:
     raise ValueError(f'The stored quantized parameters lack {len(missing)} '
                      f'arrays the model needs: {missing[:8]}. Was the artifact '
@@ -401,12 +401,12 @@ def dequantize(qparams: PyTree, model_config: ml_collections.ConfigDict
   """
   config = ml_collections.ConfigDict(
       {k: v for k, v in model_config.to_dict().items() if k != 'quant'})
-  leaves, _ = jax.tree_util.tree_flatten_with_path(qparams, is_leaf=_is_quantized)
+  leaves, _ = jax.tree_util.tree_flatten_with_path(qparams, is_leaf=is_quantized)
   flat = {param_paths.path_str(k): leaf for k, leaf in leaves}
 
   def value(path, _):
     leaf = flat[path]
-    if _is_quantized(leaf):
+    if is_quantized(leaf):
       leaf = qwix.dequantize(leaf.array)
     return np.asarray(leaf, np.float32)
   return param_paths.map_with_paths(value, models.param_shapes(config)), config
@@ -420,10 +420,10 @@ def size_report(qparams: PyTree) -> Dict[str, Any]:
   """
   report = {'quantized_kernels': 0, 'float32_bytes': 0, 'quantized_bytes': 0,
             'model_float32_bytes': 0, 'model_bytes': 0}
-  for leaf in jax.tree.leaves(qparams, is_leaf=_is_quantized):
+  for leaf in jax.tree.leaves(qparams, is_leaf=is_quantized):
     stored = to_storage(leaf)
     nbytes = sum(a.nbytes for a in jax.tree.leaves(stored))
-    kernel = _is_quantized(leaf) and isinstance(leaf.array, qwix.QArray)
+    kernel = is_quantized(leaf) and isinstance(leaf.array, qwix.QArray)
     size = math.prod(leaf.shape)
     report['model_bytes'] += nbytes
     report['model_float32_bytes'] += 4 * (size if kernel else

@@ -165,7 +165,7 @@ def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
   return m
 
 
-def _resize(x, h: int, w: int):
+def resize(x, h: int, w: int):
   """Bilinear resize as two 2-D matmuls with constant weights: what
   F.interpolate computes, in ops TFLite converts (jax.image.resize does not)."""
   b, n_h, n_w, c = x.shape
@@ -201,7 +201,7 @@ class MobileViTBlock(nn.Module):
     nh, nw = math.ceil(h / p), math.ceil(w / p)
     resized = (nh * p, nw * p) != (h, w)
     if resized:
-      y = _resize(y, nh * p, nw * p)
+      y = resize(y, nh * p, nw * p)
     # (B, nh, p, nw, p, d) -> (B, p, p, nh, nw, d): one sequence per pixel
     # position inside the patch, over the nh * nw patches.
     y = y.reshape(b, nh, p, nw, p, d).transpose(0, 2, 4, 1, 3, 5)
@@ -214,7 +214,7 @@ class MobileViTBlock(nn.Module):
     y = y.reshape(b, p, p, nh, nw, d).transpose(0, 3, 1, 4, 2, 5)
     y = y.reshape(b, nh * p, nw * p, d)
     if resized:
-      y = _resize(y, h, w)
+      y = resize(y, h, w)
 
     y = ConvBN(self.features, 1, name='conv_proj', **kw)(y, train=train)
     y = jnp.concatenate([shortcut, y], axis=-1)
