@@ -35,7 +35,7 @@ _FORMS = {'full per-tensor': dict(int8=True, per_channel=False),
 
 
 def _config(seed):
-  config = augreg.get_config('Mini_4,digits')   # as tests/train_helpers.digits_config
+  config = augreg.get_config('Mini_4,digits')   # as tests/helpers/train_helpers.digits_config
   config.data_dir = _DATA_DIR.value
   config.model.image_size = 8
   config.pp_train = config.pp_eval = _PP

@@ -44,3 +44,11 @@ def trained():
   task; trained once per process (`tiny_task.trained_nano` is cached)."""
   from tests.helpers import tiny_task  # pylint: disable=g-import-not-at-top
   return tiny_task.trained_nano()
+
+
+@pytest.fixture(scope='session')
+def digits_run(digits_data_dir, tmp_path_factory):
+  """A trained digits model, its test images as files and as an eval batch
+  (tests/helpers/predict_run.py), built once per session for the predict tests."""
+  from tests.helpers import predict_run  # pylint: disable=g-import-not-at-top
+  return predict_run.build(digits_data_dir, tmp_path_factory.mktemp('predict'))

@@ -32,7 +32,7 @@ from vit_compress import models
 from vit_compress import train
 from vit_compress import workdir as workdir_lib
 from vit_compress import zoo
-from vit_compress.compress import shrink
+from vit_compress.compress import shrink_cli
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
@@ -333,7 +333,7 @@ def test_cli_fails_fast_and_leaves_the_workdir(finished, digits_data_dir, flags,
 
 # Other commands, through the functions their command lines call.
 def _shrink(model, out, overwrite=False):
-  return lambda: shrink.run(model, out, overwrite)
+  return lambda: shrink_cli.run(model, out, overwrite)
 
 
 def _export(workdir, formats=('npz',), **kwargs):

@@ -15,7 +15,7 @@ import scipy.ndimage
 from tests.helpers.params import random_params
 from vit_compress import checkpoint
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import zoo
 
 # vit_jax's pre-Linen names inside an encoder block (DESIGN.md, section 5).
@@ -25,7 +25,7 @@ PRE_LINEN = {'LayerNorm_0': 'LayerNorm_0',
 
 
 def flat(tree):
-  return dict(paths.flatten_with_paths(tree))
+  return dict(param_paths.flatten_with_paths(tree))
 
 
 def images(config, batch=2, seed=1):

@@ -13,7 +13,7 @@ import pytest
 
 from test_checkpoint import assert_trees_equal, flat, images, outputs, random_params
 from vit_compress import checkpoint
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import zoo
 
 
@@ -33,7 +33,7 @@ def test_test_utils_file_imports_with_the_reference_logits(
   assert 'Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel' in arrays
   if dtype == 'bfloat16':   # a user's cast file: np.savez keeps bf16 as '|V2'
     arrays = {k: np.asarray(v).astype(ml_dtypes.bfloat16) for k, v in arrays.items()}
-    reference = paths.tree_from_flat(
+    reference = param_paths.tree_from_flat(
         {k: np.asarray(v).astype(np.float32) for k, v in arrays.items()}, like=params)
   else:
     reference = params

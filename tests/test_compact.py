@@ -10,7 +10,7 @@ from vit_compress import models
 from vit_compress import zoo
 from vit_compress.compress import compact
 from vit_compress.compress import quantize
-from vit_compress.eval import profiling
+from vit_compress.evaluation import profiling
 
 
 def _model():

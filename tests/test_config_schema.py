@@ -12,7 +12,7 @@ import pytest
 
 from vit_compress import config_files
 from vit_compress import config_sections
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import losses
 from vit_compress import main
 from vit_compress import modes
@@ -29,7 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------ sections
 
 def test_every_section_is_registered_once_and_is_in_the_defaults():
-  base = experiment.defaults()
+  base = config_schema.defaults()
   names = SECTIONS.names()
   assert set(names) == {'optim', 'schedule', 'distill', 'quant', 'distributed',
                         'teacher', 'lit', 'student_init', 'prune', 'mixup'}
@@ -45,12 +45,12 @@ def test_complete_runs_each_section_once_and_readers_do_not_again(monkeypatch):
   monkeypatch.setattr(config_sections, 'with_defaults',
                       lambda value, defaults, where: calls.append(where) or
                       real(value, defaults, where))
-  config = experiment.defaults()
+  config = config_schema.defaults()
   config.optim = {'name': 'adamw'}          # partial sections, as files write them
   config.distill = {'temperature': 4.0}
   config.quant = {'weight_dtype': 'int4'}
-  done = experiment.complete(config)
-  experiment.validate(done)
+  done = config_schema.complete(config)
+  config_schema.validate(done)
   assert sorted(calls) == sorted(f'config.{n}' for n in SECTIONS.names())
   calls.clear()
   tx, schedule = optim.make_optimizer(done)
@@ -97,17 +97,17 @@ def test_one_mode_registry():
   assert all(callable(modes.MODES.get(n).run) for n in modes.MODES.names())
   with pytest.raises(KeyError, match="Unknown mode 'trian'"):
     modes.runs('trian')(lambda config, workdir: None)
-  config = experiment.complete(experiment.defaults())
+  config = config_schema.complete(config_schema.defaults())
   config.mode = 'trian'
   with pytest.raises(ValueError, match="Unknown config.mode 'trian'. Did you "
                      "mean 'train'.*Known: recipe, train"):
-    experiment.validate(config)
+    config_schema.validate(config)
 
 
 # ------------------------------------------------------------------ data keys
 
 def test_data_defaults_are_one_table():
-  base = experiment.defaults()
+  base = config_schema.defaults()
   table = data_defaults.defaults()
   assert set(table) <= set(base.keys())
   for key, value in table.items():

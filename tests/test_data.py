@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from tests.helpers.processes import free_port, results, start_python
 from vit_compress import data
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import registry
 from vit_compress import zoo
 
@@ -31,7 +31,7 @@ def _config(data_dir, **overrides):
       eval_batch_size=100, seed=0, shuffle_buffer=10_000, prefetch=2,
       cache=False))
   config.update(overrides)
-  return experiment.complete(config)
+  return config_schema.complete(config)
 
 
 def _with(config, **overrides):

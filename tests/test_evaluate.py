@@ -9,11 +9,11 @@ import pytest
 
 from tests.helpers.params import random_params
 from vit_compress import checkpoint
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import models
 from vit_compress import zoo
 from vit_compress.data import tokenizers
-from vit_compress.eval import profiling as profile_lib
+from vit_compress.evaluation import profiling as profile_lib
 
 
 def _init(config, seed=0):
@@ -58,7 +58,7 @@ def _numpy_metrics(logits, labels):
 def test_accuracy_counts_every_real_example_once():
   apply_fn, w = _linear_model()
   images, labels = _data()
-  metrics = eval_lib.accuracy(apply_fn, w, _split(images, labels, 32))
+  metrics = evaluation.accuracy(apply_fn, w, _split(images, labels, 32))
   top1, top5, loss = _numpy_metrics(images.reshape(len(images), -1) @ w, labels)
   assert metrics['count'] == 203
   assert metrics['top1'] == pytest.approx(top1, abs=1e-9)
@@ -73,15 +73,15 @@ def test_multi_hot_labels_give_the_same_numbers_as_int_labels():
   int_batches = _split(images, labels, 64)
   hot_batches = [{'image': b['image'], 'mask': b['mask'],
                   'labels': np.eye(10, dtype=np.float32)[b['label']]} for b in int_batches]
-  a = eval_lib.accuracy(apply_fn, w, int_batches)
-  b = eval_lib.accuracy(apply_fn, w, hot_batches)
+  a = evaluation.accuracy(apply_fn, w, int_batches)
+  b = evaluation.accuracy(apply_fn, w, hot_batches)
   assert a == pytest.approx(b)
 
 
 def test_top5_is_left_out_with_five_classes_or_fewer():
   apply_fn, w = _linear_model(num_classes=5)
   images, labels = _data(num_classes=5)
-  metrics = eval_lib.accuracy(apply_fn, w, _split(images, labels, 50))
+  metrics = evaluation.accuracy(apply_fn, w, _split(images, labels, 50))
   assert 'top5' not in metrics and metrics['count'] == 203
 
 
@@ -92,26 +92,26 @@ def test_flax_module_and_registry():
   params['head']['kernel'] = jax.random.normal(jax.random.key(1), params['head']['kernel'].shape)
   images, labels = _data(n=40)
   logits = np.asarray(jax.jit(module.apply)({'params': params}, images))
-  run = eval_lib.EVALUATORS.get('classification')
+  run = evaluation.EVALUATORS.get('classification')
   metrics = run(module, params, _split(images, labels, 16))
   assert metrics['top1'] == pytest.approx(_numpy_metrics(logits, labels)[0])
   with pytest.raises(KeyError, match="Did you mean 'classification'"):
-    eval_lib.EVALUATORS.get('clasification')
-  assert eval_lib.EVALUATORS.names() == ['agreement', 'classification', 'profile', 'zero_shot']
+    evaluation.EVALUATORS.get('clasification')
+  assert evaluation.EVALUATORS.names() == ['agreement', 'classification', 'profile', 'zero_shot']
 
 
 def test_bad_batches_and_models_are_named():
   apply_fn, w = _linear_model()
   images, labels = _data(n=8)
   with pytest.raises(ValueError, match="'label'"):
-    eval_lib.accuracy(apply_fn, w, [{'image': images}])
+    evaluation.accuracy(apply_fn, w, [{'image': images}])
   with pytest.raises(ValueError, match='padding'):
-    eval_lib.accuracy(apply_fn, w, [{'image': images, 'label': labels,
+    evaluation.accuracy(apply_fn, w, [{'image': images, 'label': labels,
                                      'mask': np.zeros(8, np.float32)}])
   lit = zoo.get('LiT_Nano')
   lit_params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), models.param_shapes(lit))
   with pytest.raises(ValueError, match='zero_shot'):  # raised while tracing
-    eval_lib.accuracy(models.build(lit), lit_params,
+    evaluation.accuracy(models.build(lit), lit_params,
                       [{'image': images, 'label': labels}])
 
 
@@ -119,17 +119,17 @@ def test_agreement_with_a_teacher():
   apply_fn, w = _linear_model()
   images, labels = _data()
   batches = _split(images, labels, 32)
-  same = eval_lib.agreement(apply_fn, w, batches, teacher=apply_fn, teacher_params=w)
+  same = evaluation.agreement(apply_fn, w, batches, teacher=apply_fn, teacher_params=w)
   assert same['agreement'] == 100.0 and same['top1'] == same['teacher_top1']
   # A student whose classes 0 and 1 are swapped disagrees exactly where the
   # teacher predicts 0 or 1.
   student_w = w[:, [1, 0] + list(range(2, 10))]
-  result = eval_lib.agreement(apply_fn, student_w, batches, teacher=apply_fn,
+  result = evaluation.agreement(apply_fn, student_w, batches, teacher=apply_fn,
                               teacher_params=w)
   teacher_pred = np.argmax(images.reshape(len(images), -1) @ w, -1)
   assert result['agreement'] == pytest.approx(100 * np.mean(teacher_pred > 1))
-  assert result['teacher_top1'] == pytest.approx(eval_lib.accuracy(apply_fn, w, batches)['top1'])
-  assert result['top1'] == pytest.approx(eval_lib.accuracy(apply_fn, student_w, batches)['top1'])
+  assert result['teacher_top1'] == pytest.approx(evaluation.accuracy(apply_fn, w, batches)['top1'])
+  assert result['top1'] == pytest.approx(evaluation.accuracy(apply_fn, student_w, batches)['top1'])
   assert result['count'] == 203
 
 
@@ -140,7 +140,7 @@ def test_zero_shot_classifier_matches_a_direct_computation():
   params = random_params(config, scale=0.3)  # without compiling an init
   tokenize = tokenizers.get_tokenizer('bytes', config.max_len)
   names, templates = ['zero', 'one', 'two'], ('a photo of {}.', 'the digit {}')
-  classifier = np.asarray(eval_lib.zero_shot_classifier(
+  classifier = np.asarray(evaluation.zero_shot_classifier(
       module, params, names, templates, tokenize))
   embed_one = jax.jit(lambda p, t: module.apply({'params': p}, tokens=t)['ztxt'][0])
   expected = []
@@ -194,7 +194,7 @@ def test_zero_shot_accuracy_on_a_model_with_known_answers():
   wrong = labels.copy()
   wrong[:13] = (wrong[:13] + 1) % 10
   batches = _split(images, wrong.astype(np.int32), 16)
-  metrics = eval_lib.EVALUATORS.get('zero_shot')(
+  metrics = evaluation.EVALUATORS.get('zero_shot')(
       model, params, batches, class_names=names, templates=templates,
       tokenize_fn=tokenize)
   assert metrics['count'] == 60
@@ -215,7 +215,7 @@ def _nano_with_zeros():
 def test_profile_counts_bytes_and_flops(tmp_path):
   config, params = _nano_with_zeros()
   module = models.build(config)
-  cost = eval_lib.profile(module, params, image_shape=(8, 8, 3),
+  cost = evaluation.profile(module, params, image_shape=(8, 8, 3),
                           batch_sizes=(1, 8), repeats=2, min_run_s=0.005)
   leaves = jax.tree.leaves(params)
   zeros = sum(int(np.sum(np.asarray(x) == 0)) for x in leaves)
@@ -254,7 +254,7 @@ def test_profile_of_a_quantized_model_counts_logical_weights():
   held = profile_lib.held_bytes(qparams)
   assert held == quantize.size_report(qparams)['model_bytes']
   assert held < 0.4 * 4 * total
-  cost = eval_lib.profile(quantize.quantized_model(qconfig), qparams,
+  cost = evaluation.profile(quantize.quantized_model(qconfig), qparams,
                           [{'image': np.zeros((4, 8, 8, 3), np.float32)}],
                           batch_sizes=(4,), repeats=1, min_run_s=0.0)
   assert cost['params'] == total and cost['bytes'] == held and cost['flops'] > 0

@@ -7,7 +7,7 @@ import pytest
 from configs import augreg
 from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import models
 from vit_compress import train
 from vit_compress import zoo
@@ -21,8 +21,8 @@ def test_every_zoo_model_gets_an_augreg_config():
   for name in zoo.PUBLISHED:
     if name.startswith('LiT'):
       continue
-    config = experiment.complete(augreg.get_config(name))
-    experiment.validate(config)
+    config = config_schema.complete(augreg.get_config(name))
+    config_schema.validate(config)
     assert config.model.name == name
 
 

@@ -10,8 +10,8 @@ import pytest
 from tests.helpers import pruning_helpers
 from tests.helpers import tiny_task
 from vit_compress import checkpoint
-from vit_compress import eval as eval_lib
-from vit_compress import experiment
+from vit_compress import evaluation
+from vit_compress import config_schema
 from vit_compress import export
 from vit_compress import models
 from vit_compress import tflite
@@ -37,7 +37,7 @@ def _representative():
 
 def test_tflite_float_and_int8(trained_host, tmp_path):
   config, params, batches = trained_host
-  jax_top1 = eval_lib.accuracy(models.build(config), params, batches)['top1']
+  jax_top1 = evaluation.accuracy(models.build(config), params, batches)['top1']
   assert jax_top1 > 80  # the model has learnt the task
 
   float_file = export.export_tflite(config, params, str(tmp_path / 'f.tflite'))
@@ -103,9 +103,9 @@ def test_artifact_is_shrunk_and_quantized(trained_host, tmp_path):
   assert arrays['model_float32_bytes'] == 4 * result['params_after_shrink']
   assert arrays['model_bytes'] < arrays['model_float32_bytes'] / 2.5
   # On disk, orbax's metadata (~30 kB) weighs in as well.
-  assert result['bytes'] < eval_lib.artifact_bytes(str(tmp_path / 'pruned'))
+  assert result['bytes'] < evaluation.artifact_bytes(str(tmp_path / 'pruned'))
   # The small int8 model predicts what the pruned float model predicts.
-  agreement = eval_lib.agreement(model, qparams, batches, teacher=models.build(config),
+  agreement = evaluation.agreement(model, qparams, batches, teacher=models.build(config),
                                  teacher_params=params)
   assert agreement['agreement'] >= 97.0
 
@@ -114,7 +114,7 @@ def test_run_from_a_workdir_on_digits(trained_host, tmp_path, digits_data_dir):
   config, params, _ = trained_host
   workdir = str(tmp_path / 'run')
   checkpoint.save_model(os.path.join(workdir, 'model'), params, config)
-  exp = experiment.defaults()
+  exp = config_schema.defaults()
   exp.data_dir = digits_data_dir
   exp.eval_batch_size = 128
   summary = export.run(exp, workdir, ['npz', 'tflite', 'tflite_int8'],
@@ -143,6 +143,6 @@ def test_clear_errors(trained_host, tmp_path):
   with pytest.raises(ValueError, match='quantized model'):
     export.load_float_model(str(tmp_path / 'q'))
   with pytest.raises(ValueError, match='Unknown export format'):
-    export.run(experiment.defaults(), str(tmp_path), ['onnx'])
+    export.run(config_schema.defaults(), str(tmp_path), ['onnx'])
   with pytest.raises(ValueError, match='representative_images'):
     export.export_tflite(config, params, str(tmp_path / 'x.tflite'), int8=True)

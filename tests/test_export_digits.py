@@ -20,7 +20,7 @@ from vit_compress import models
 from vit_compress import tflite
 from vit_compress import train
 from vit_compress.compress import quantize
-from vit_compress.compress import shrink
+from vit_compress.compress import shrink_cli
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
@@ -127,7 +127,7 @@ def test_shrunk_and_quantized_model(workdir, digits_data_dir, tmp_path):
   params = jax.tree.map(np.array, params)
   pruning_helpers.zero_head(params, block=1, head=1)   # as structured pruning saves it
   checkpoint.save_model(str(tmp_path / 'pruned'), params, config)
-  shrunk_config, _, after = shrink.shrink_saved_model(str(tmp_path / 'pruned'),
+  shrunk_config, _, after = shrink_cli.shrink_saved_model(str(tmp_path / 'pruned'),
                                                       str(tmp_path / 'shrunk'))
   assert tuple(shrunk_config.transformer.num_heads) == (6, 5, 6, 6, 6, 6)
   _, shrunk = checkpoint.load_model(str(tmp_path / 'shrunk'))

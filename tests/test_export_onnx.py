@@ -6,7 +6,7 @@ import pytest
 from tests.helpers import tiny_task
 from vit_compress import models
 from vit_compress import onnx_export
-from vit_compress.eval import classification
+from vit_compress.evaluation import classification
 
 
 def test_onnx_float_dynamic_and_static_int8(trained):

@@ -19,11 +19,11 @@ import tensorflow as tf
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import predict
 from vit_compress import zoo
 from vit_compress.data import wordpiece
-from vit_compress.eval import zero_shot
+from vit_compress.evaluation import zero_shot
 
 # A BERT vocabulary in the file format vit_jax publishes beside its BERT LiT
 # files (one token per line, id = line number).
@@ -116,7 +116,7 @@ def _random(rng, *shape):
 def _image_tower(config, rng):
   """`img/`: vit_jax's Linen ViT without a head (its names are ours)."""
   shapes = models.param_shapes(config)['img']
-  return {f'img/{k}': _random(rng, *s.shape) for k, s in paths.flatten_with_paths(shapes)}
+  return {f'img/{k}': _random(rng, *s.shape) for k, s in param_paths.flatten_with_paths(shapes)}
 
 
 def _dense(rng, name, kernel, bias):
@@ -278,7 +278,7 @@ def test_public_lit_file_imports_and_zero_shots(layout, vocab_file, sp_model, tm
 
   params = checkpoint.load_npz(path, config)
   module = models.build(config)
-  loaded = dict(paths.flatten_with_paths(params))
+  loaded = dict(param_paths.flatten_with_paths(params))
   for key, value in arrays.items():
     if key.startswith('img/') or key == 't':
       np.testing.assert_array_equal(loaded[key], value)

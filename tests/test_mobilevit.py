@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 
 from vit_compress import checkpoint
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import zoo
 from vit_compress.models import batch_norm
 from vit_compress.models import mobilevit
@@ -28,7 +28,7 @@ def test_parameter_counts_equal_timm(name, count):
   shapes = models.param_shapes(config)  # jax.eval_shape: no weights allocated
   assert models.count_params(shapes) == count
   # The running statistics exist but are buffers, as in PyTorch.
-  stats = [p for p in paths.path_names(shapes) if 'running_' in p]
+  stats = [p for p in param_paths.path_names(shapes) if 'running_' in p]
   assert stats and all(p.endswith(('running_mean', 'running_var')) for p in stats)
 
 
@@ -48,8 +48,8 @@ def test_timm_state_dict_import_covers_every_key(tmp_path):
   state, path = _random_timm_file(tmp_path)
   config = zoo.get('MobileViT_XXS')
   params = checkpoint.load_timm(path, config)
-  flat = dict(paths.flatten_with_paths(params))
-  want = dict(paths.flatten_with_paths(models.param_shapes(config)))
+  flat = dict(param_paths.flatten_with_paths(params))
+  want = dict(param_paths.flatten_with_paths(models.param_shapes(config)))
   assert {k: v.shape for k, v in flat.items()} == {k: v.shape for k, v in want.items()}
   # Every timm value lands exactly once: same multiset of numbers.
   weights = [v for k, v in state.items() if not k.endswith('num_batches_tracked')]
@@ -140,7 +140,7 @@ def _tiny_config():
 
 def _random_params(config):
   rng = np.random.default_rng(0)
-  return paths.map_with_paths(
+  return param_paths.map_with_paths(
       lambda p, s: jnp.asarray(
           rng.uniform(0.5, 1.5, s.shape) if p.endswith('running_var')
           else 0.3 * rng.standard_normal(s.shape), s.dtype),
@@ -150,7 +150,7 @@ def _random_params(config):
 @pytest.mark.slow
 def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   from vit_compress.compress import pruning
-  from vit_compress.compress import shrink
+  from vit_compress.compress import shrink_cli
   from vit_compress.compress import structure
   from tests.helpers.pruning_helpers import prune_config
   config = _tiny_config()
@@ -161,8 +161,8 @@ def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   prune = prune_config(method='heads_and_neurons', sparsity=0.5)
   masks = pruning.update_masks(params, pruning.init_masks(params, prune), 0, prune)
   dropped = 'stages_3_1/Transformer/encoderblock_0/'  # and one whole layer
-  shapes = dict(paths.flatten_with_paths(params))
-  masks = paths.map_with_paths(
+  shapes = dict(param_paths.flatten_with_paths(params))
+  masks = param_paths.map_with_paths(
       lambda p, m: jnp.zeros(shapes[p].shape) if p.startswith(dropped) else m, masks)
 
   new_params, new_config = structure.shrink(params, masks, config)
@@ -173,7 +173,7 @@ def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   with pytest.raises(ValueError, match='encoderblock_0 has 2 heads but the model '
                      'config says 4'):
     structure.find_groups(new_params, config)  # the old config no longer fits
-  flat = dict(paths.flatten_with_paths(new_params))
+  flat = dict(param_paths.flatten_with_paths(new_params))
   att = 'stages_3_1/Transformer/encoderblock_0/MultiHeadDotProductAttention_0'
   assert flat[f'{att}/query/kernel'].shape == (24, 2, 6)  # head width kept
   assert 'stages_3_1/Transformer/encoderblock_1/LayerNorm_0/scale' not in flat
@@ -195,7 +195,7 @@ def test_shrink_removes_heads_neurons_and_a_layer_of_the_transformers(tmp_path):
   # saved, reloaded from its own config.
   checkpoint.save_model(str(tmp_path / 'model'), pruning.apply_masks(params, masks),
                         config)
-  shrink.shrink_saved_model(str(tmp_path / 'model'), str(tmp_path / 'shrunk'))
+  shrink_cli.shrink_saved_model(str(tmp_path / 'model'), str(tmp_path / 'shrunk'))
   loaded_config, loaded = checkpoint.load_model(str(tmp_path / 'shrunk'))
   assert tuple(loaded_config.layer_heads) == (2, 2, 2)
   np.testing.assert_allclose(logits(loaded_config, loaded), masked,

@@ -10,13 +10,13 @@ from vit_compress import data
 from vit_compress import export
 from vit_compress import models
 from vit_compress import onnx_export
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import tflite
 from vit_compress import train
 from vit_compress.compress import compact
 from vit_compress.compress import quantize
-from vit_compress.eval import report
-from vit_compress.eval import classification
+from vit_compress.evaluation import report
+from vit_compress.evaluation import classification
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
@@ -46,7 +46,7 @@ def test_mobilevit_xxs_reaches_90_percent_on_digits(mobilevit_run):
   # 1,272,024 less the 1000-class head plus a 10-class one.
   assert models.count_params(params) == 1_272_024 - 321_000 + 3_210
   # The train step moved BatchNorm's running statistics off their init (0, 1).
-  flat = dict(paths.flatten_with_paths(params))
+  flat = dict(param_paths.flatten_with_paths(params))
   assert np.abs(flat['stem/bn/running_mean']).max() > 1e-3
   assert np.abs(flat['final_conv/bn/running_var'] - 1).max() > 1e-3
   # Evaluating on the running statistics gives the reported accuracy.
@@ -62,7 +62,7 @@ def test_ptq_int8_with_convolutions_keeps_top1_within_one_point(mobilevit_run):
       params, model_config, {'weight_dtype': 'int8', 'conv_dtype': 'int8'})
   quantized = [p for p, x in jax.tree_util.tree_flatten_with_path(
       qparams, is_leaf=quantize.is_quantized)[0] if quantize.is_quantized(x)]
-  convs = [p for p in quantized if 'conv' in paths.path_str(p)]
+  convs = [p for p in quantized if 'conv' in param_paths.path_str(p)]
   # Every conv (stem, 3 per inverted residual, 4 per MobileViT block, final)
   # and the 6 weight layers of each of the 9 transformer layers; the head
   # stays float.

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.predict_run import N, eval_labels
 from tests.helpers.train_helpers import REPO, digits_config, subprocess_env
 from vit_compress import checkpoint
 from vit_compress import data
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import export
 from vit_compress import models
 from vit_compress import predict
@@ -21,35 +22,6 @@ from vit_compress.compress import quantize
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
-N = 12   # test images
-
-
-@pytest.fixture(scope='module')
-def digits_run(digits_data_dir, tmp_path_factory):
-  """A 20-step Nano_2 digits model, N test images as PNG files, and the
-  eval pipeline's batch of the same images."""
-  root = tmp_path_factory.mktemp('predict')
-  config = digits_config(digits_data_dir)
-  train.train_and_evaluate(config, str(root / 'run'))
-  source = data.get_source('digits', digits_data_dir)
-  raw, _ = source.read('test')
-  files = []
-  for i, example in enumerate(raw.take(N)):
-    image = source.load(example)['image']
-    files.append(str(root / f'digit_{i}.png'))
-    if image.dtype != tf.string:   # a decoded image: store it losslessly
-      image = tf.io.encode_png(image)
-    tf.io.write_file(files[-1], image)
-  batch = next(iter(data.make_eval_iterator(train.prepare(config))))
-  return str(root / 'run' / 'model'), files, np.asarray(batch['image'])[:N], root
-
-
-def _eval_labels(module, params, images):
-  logits = eval_lib.forward_fn(module)(params, images)
-  names = data.get_dataset_info('digits').class_names
-  return [names[i] for i in np.argmax(np.asarray(logits), -1)]
-
-
 def test_cli_labels_are_the_eval_modules_predictions(digits_run):
   model_dir, files, images, root = digits_run
   module, params, config = stages.load_artifact(model_dir)
@@ -57,7 +29,7 @@ def test_cli_labels_are_the_eval_modules_predictions(digits_run):
   p = predict.load(model_dir)
   # The artifact's own pp string turns the files into the eval pipeline's inputs.
   np.testing.assert_array_equal(p.preprocess(files), images)
-  expected = _eval_labels(module, params, images)
+  expected = eval_labels(module, params, images)
   out = subprocess.run(
       [sys.executable, '-m', 'vit_compress.predict', f'--model={model_dir}',
        '--top_k=3', f'--embeddings_out={root / "emb.npy"}', *files],
@@ -80,11 +52,11 @@ def test_quantized_and_npz_artifacts_predict_like_their_modules(digits_run):
   quantize.save_quantized(str(root / 'int8'), qparams, qconfig, overwrite=True)
   module, loaded, _ = stages.load_artifact(str(root / 'int8'))
   top1 = [t[0][0] for t in predict.load(str(root / 'int8'))(files, top_k=1)]
-  assert top1 == _eval_labels(module, loaded, images)
+  assert top1 == eval_labels(module, loaded, images)
   # Our .npz export keeps the config (with pp and names) beside the file.
   export.export_npz(config, params, str(root / 'model.npz'))
   top1 = [t[0][0] for t in predict.load(str(root / 'model.npz'))(files, top_k=1)]
-  assert top1 == _eval_labels(models.build(config), params, images)
+  assert top1 == eval_labels(models.build(config), params, images)
 
 
 def test_artifact_without_preprocessing_gets_a_clear_message(tmp_path):
@@ -122,7 +94,7 @@ def test_compact_artifact_keeps_preprocessing_and_names(digits_run):
   module, loaded, compact_config = stages.load_artifact(str(root / 'compact'))
   assert compact_config.inference.class_names[:2] == ('zero', 'one')
   top1 = [t[0][0] for t in predict.load(str(root / 'compact'))(files, top_k=1)]
-  assert top1 == _eval_labels(module, loaded, images)
+  assert top1 == eval_labels(module, loaded, images)
 
 
 def test_plain_vit_jax_npz_with_model_name(digits_run):
@@ -138,5 +110,5 @@ def test_plain_vit_jax_npz_with_model_name(digits_run):
   assert p.pp == 'decode|resize(8)|to_rgb|value_range(-1, 1)'
   names = data.get_dataset_info('digits').class_names
   expected = [f'class {names.index(n)}' for n in
-              _eval_labels(models.build(config), params, images)]
+              eval_labels(models.build(config), params, images)]
   assert [t[0][0] for t in p(files, top_k=1)] == expected

@@ -1,7 +1,7 @@
 """Predict with .tflite and .onnx files: the runtimes' labels are the eval module's.
 
-The digits model, its test images and `_eval_labels` (the eval module's
-predictions on the eval pipeline's batch) come from test_predict.
+The digits model and its test images (the `digits_run` fixture, conftest.py) and
+`eval_labels` (the eval module's predictions) come from tests/helpers/predict_run.py.
 """
 import os
 import shutil
@@ -11,15 +11,15 @@ import sys
 import numpy as np
 import pytest
 
-from test_predict import _eval_labels, trained  # pylint: disable=unused-import
-from train_helpers import REPO, subprocess_env
+from tests.helpers.predict_run import eval_labels
+from tests.helpers.train_helpers import REPO, subprocess_env
 from vit_compress import checkpoint
 from vit_compress import edge
 from vit_compress import export
 from vit_compress import models
 from vit_compress import predict
 from vit_compress import predict_runtime
-from vit_compress.eval import classification
+from vit_compress.evaluation import classification
 
 
 def _cli(*args):
@@ -29,9 +29,9 @@ def _cli(*args):
 
 
 @pytest.fixture(scope='module')
-def tflite_file(trained):
+def tflite_file(digits_run):
   """export's TFLite file (python -m vit_compress.export --format=tflite)."""
-  model_dir, _, _, root = trained
+  model_dir, _, _, root = digits_run
   config, params = checkpoint.load_model(model_dir)
   path = str(root / 'export' / 'model_float.tflite')
   export.export_tflite(config, params, path)
@@ -42,13 +42,13 @@ def _expected(model_dir, images):
   config, params = checkpoint.load_model(model_dir)
   logits = np.asarray(classification.forward_fn(models.build(config))(params, images))
   probs = np.exp(logits - logits.max(-1, keepdims=True))
-  return config, _eval_labels(models.build(config), params, images), (
+  return config, eval_labels(models.build(config), params, images), (
       probs / probs.sum(-1, keepdims=True))
 
 
 @pytest.mark.slow
-def test_tflite_cli_labels_are_the_eval_modules(trained, tflite_file):
-  model_dir, files, images, _ = trained
+def test_tflite_cli_labels_are_the_eval_modules(digits_run, tflite_file):
+  model_dir, files, images, _ = digits_run
   _, expected, probs = _expected(model_dir, images)
   assert os.path.exists(predict_runtime.sidecar_path(tflite_file))
   out = _cli(f'--model={tflite_file}', '--top_k=2', *files)
@@ -60,8 +60,8 @@ def test_tflite_cli_labels_are_the_eval_modules(trained, tflite_file):
 
 
 @pytest.mark.slow
-def test_onnx_api_labels_are_the_eval_modules(trained, digits_data_dir):
-  model_dir, files, images, root = trained
+def test_onnx_api_labels_are_the_eval_modules(digits_run, digits_data_dir):
+  model_dir, files, images, root = digits_run
   config, expected, probs = _expected(model_dir, images)
   # export_optimized's ONNX file (python -m vit_compress.export --model=...).
   manifest = edge.export_optimized(model_dir, (1, 8, 8, 3), str(root / 'edge'),
@@ -79,8 +79,8 @@ def test_onnx_api_labels_are_the_eval_modules(trained, digits_data_dir):
     p.embed(files)
 
 
-def test_runtime_file_without_its_config_gets_a_clear_message(trained, tflite_file):
-  model_dir, files, images, root = trained
+def test_runtime_file_without_its_config_gets_a_clear_message(digits_run, tflite_file):
+  model_dir, files, images, root = digits_run
   config, expected, _ = _expected(model_dir, images)
   os.makedirs(root / 'plain', exist_ok=True)
   path = str(root / 'plain' / 'model.tflite')   # as a file exported earlier

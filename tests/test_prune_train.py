@@ -7,7 +7,7 @@ from configs import prune as prune_config
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import train
-from vit_compress.compress import shrink
+from vit_compress.compress import shrink_cli
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
@@ -25,7 +25,7 @@ def test_structured_pruning_in_training_then_shrink(digits_data_dir, tmp_path):
   model_dir, shrunk_dir = str(tmp_path / 'model'), str(tmp_path / 'shrunk')
   model_config, params, extra = checkpoint.load_model(model_dir, with_extra=True)
   assert 0.45 < extra['sparsity']['total'] < 0.55  # of the prunable kernels
-  new_config, before, after = shrink.shrink_saved_model(model_dir, shrunk_dir)
+  new_config, before, after = shrink_cli.shrink_saved_model(model_dir, shrunk_dir)
   # Micro_2: 4 layers of 4 heads and 256 neurons -> half of each kept.
   assert tuple(new_config.transformer.num_heads) == (2, 2, 2, 2)
   assert tuple(new_config.transformer.mlp_dim) == (128, 128, 128, 128)

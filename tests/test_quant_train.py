@@ -5,10 +5,10 @@ import pytest
 from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import data
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import train
 from vit_compress.compress import quantize
-from vit_compress.eval import profiling
+from vit_compress.evaluation import profiling
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
@@ -27,7 +27,7 @@ def test_qat_in_the_trainer_then_int4_model_scores_the_same(digits_data_dir,
 
   config = train.prepare(config)
   qparams, qconfig = quantize.quantize(params, model_config, config.quant)
-  int4 = eval_lib.accuracy(quantize.quantized_model(qconfig), qparams,
+  int4 = evaluation.accuracy(quantize.quantized_model(qconfig), qparams,
                            data.make_eval_iterator(config), top_k=(1,))
   print(f'float {float_metrics["accuracy"]:.4f}, QAT eval '
         f'{qat_metrics["accuracy"]:.4f}, int4 model {int4["top1"]:.2f} %')
@@ -53,7 +53,7 @@ def test_ptq_and_low_rank_on_a_digits_trained_model(digits_data_dir, tmp_path):
   float_top1 = train.train_and_evaluate(config, str(tmp_path / 'float'))['accuracy']
   model_config, params = checkpoint.load_model(str(tmp_path / 'float' / 'model'))
   config = train.prepare(config)
-  evaluate = lambda module, p: eval_lib.accuracy(
+  evaluate = lambda module, p: evaluation.accuracy(
       module, p, data.make_eval_iterator(config), top_k=(1,))['top1'] / 100
 
   # Weight-only int8: <= 0.5 points, and the quantized layers >= 3.5x smaller.

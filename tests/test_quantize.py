@@ -13,9 +13,9 @@ import qwix
 
 from vit_compress import checkpoint
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress.compress import quantize
-from vit_compress.eval import profiling
+from vit_compress.evaluation import profiling
 
 from tests.helpers import tiny_task
 
@@ -29,7 +29,7 @@ def quantized_leaves(qparams):
   """{path: WithAux} of the quantized kernels."""
   leaves = jax.tree_util.tree_flatten_with_path(
       qparams, is_leaf=quantize.is_quantized)[0]
-  return {paths.path_str(k): v for k, v in leaves
+  return {param_paths.path_str(k): v for k, v in leaves
           if quantize.is_quantized(v) and isinstance(v.array, qwix.QArray)}
 
 
@@ -196,7 +196,7 @@ def test_dynamic_w8a8_within_one_point(trained):
   acc, qparams, _ = ptq_accuracy(config, params, eval_fn,
                                  {'act_dtype': 'int8', 'act_static': False})
   assert abs(acc - float_acc) <= 1.0, (float_acc, acc)
-  assert not [p for p in paths.path_names(qparams) if p.endswith('_scale')]
+  assert not [p for p in param_paths.path_names(qparams) if p.endswith('_scale')]
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import recipe_tiny
 from tests.helpers.train_helpers import REPO, subprocess_env
 from vit_compress import checkpoint
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import recipe
 from vit_compress import stages
 
@@ -61,7 +61,7 @@ def test_each_stage_reads_the_previous_ones_output(done):
   assert markers['shrunk']['metrics']['mlp_dim'] == [128, 128]   # 256 neurons, half
   # int8 is int8 on disk: every quantized kernel is stored as int8 values.
   _, stored = checkpoint.load_model(os.path.join(workdir, 'int8', 'model'))
-  flat = dict(paths.flatten_with_paths(stored))
+  flat = dict(param_paths.flatten_with_paths(stored))
   qvalues = [v for k, v in flat.items() if k.endswith('/qvalue')]
   assert len(qvalues) == 2 * 6 and all(v.dtype == np.int8 for v in qvalues)
   assert int8['params'] == shrunk['params']

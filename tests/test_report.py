@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from vit_compress import checkpoint
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import models
 from vit_compress import zoo
-from vit_compress.eval import pareto
-from vit_compress.eval import report
+from vit_compress.evaluation import pareto
+from vit_compress.evaluation import report
 
 
 def _row(name, top1, img_per_s, mib, **extra):
@@ -24,7 +24,7 @@ def test_write_report_adds_relative_columns_and_writes_three_files(tmp_path):
   rows = [_row('teacher', 95.0, 1000.0, 4.0, top5=99.5, peak_bytes=None),
           _row('pruned', 93.5, 2500.0, 1.0, top5=99.0, peak_bytes=None),
           _row('int8', 94.0, 800.0, 0.5, top5=None, peak_bytes=None)]
-  paths = eval_lib.write_report(rows, str(tmp_path))
+  paths = evaluation.write_report(rows, str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ['pareto.png', 'report.json', 'report.md']
 
   saved = json.loads((tmp_path / 'report.json').read_text())
@@ -81,19 +81,19 @@ def test_report_of_measured_variants(tmp_path, capsys):
               ('int8 weights', quantize.quantized_model(qconfig), qparams, tmp_path / 'int8')]
   rows = []
   for name, module, p, artifact in variants:
-    row = {'name': name, **eval_lib.accuracy(module, p, batches)}
-    row.update(eval_lib.profile(module, p, batches, artifact=str(artifact),
+    row = {'name': name, **evaluation.accuracy(module, p, batches)}
+    row.update(evaluation.profile(module, p, batches, artifact=str(artifact),
                                 batch_sizes=(1, 32), repeats=2, min_run_s=0.005))
     rows.append(row)
-  eval_lib.write_report(rows, str(tmp_path / 'report'))
+  evaluation.write_report(rows, str(tmp_path / 'report'))
   saved = json.loads((tmp_path / 'report' / 'report.json').read_text())
   for measured, written in zip(rows, saved):
     assert {k: written[k] for k in measured} == measured
-  assert saved[0]['bytes'] == eval_lib.artifact_bytes(str(tmp_path / 'float'))
+  assert saved[0]['bytes'] == evaluation.artifact_bytes(str(tmp_path / 'float'))
   assert saved[1]['size_ratio'] == pytest.approx(saved[0]['bytes'] / saved[1]['bytes'])
   assert saved[1]['size_ratio'] > 1.5  # int8 kernels on disk
   assert saved[0]['params'] == saved[1]['params'] == 26_794
   # Weight-only int8 barely moves the predictions of this model.
   assert abs(saved[0]['top1'] - saved[1]['top1']) <= 5.0
-  eval_lib.print_table(rows)
+  evaluation.print_table(rows)
   assert capsys.readouterr().out.strip() == report.format_table(rows)

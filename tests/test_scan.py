@@ -12,7 +12,7 @@ import pytest
 
 from vit_compress import checkpoint
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import zoo
 from vit_compress.models import layer_stack
 
@@ -50,7 +50,7 @@ def _pair(name='Micro_2', **overrides):
 
 def _assert_trees_close(a, b, **tol):
   assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(paths.flatten_with_paths(a), jax.tree.leaves(b)):
+  for (path, x), y in zip(param_paths.flatten_with_paths(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), err_msg=path, **tol)
 
 
@@ -98,7 +98,7 @@ def test_big_vision_scanned_npz_loads_into_a_scanned_model(tmp_path):
   tower['Transformer'] = layer_stack.stack({'params': params['Transformer']})['params']
   npz = str(tmp_path / 'bv.npz')
   np.savez(npz, **{f'params/{k}': np.asarray(v)
-                   for k, v in paths.flatten_with_paths(tower)})
+                   for k, v in param_paths.flatten_with_paths(tower)})
   loaded = checkpoint.load_npz(npz, scanned)
   np.testing.assert_allclose(_logits(scanned, loaded, images),
                              _logits(config, params, images), **_TOL)

@@ -18,7 +18,7 @@ import pytest
 
 from vit_compress import models
 from vit_compress import optim
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import sharding
 from vit_compress import zoo
 from vit_compress.config_sections import complete_section
@@ -32,7 +32,7 @@ MLP = BLOCK + 'MlpBlock_0/'
 
 def _specs(rules, sizes=(4, 2), names=('data', 'model'), model='Nano_2'):
   shapes = models.param_shapes(zoo.get(model))
-  return dict(paths.flatten_with_paths(
+  return dict(param_paths.flatten_with_paths(
       sharding.param_specs(shapes, AbstractMesh(sizes, names), rules)))
 
 
@@ -85,7 +85,7 @@ def test_batch_axes_are_all_but_model():
 def test_replicated_preset():
   specs = _specs('replicated')
   assert set(specs.values()) == {P()}
-  assert len(specs) == len(paths.path_names(models.param_shapes(zoo.get('Nano_2'))))
+  assert len(specs) == len(param_paths.path_names(models.param_shapes(zoo.get('Nano_2'))))
 
 
 def test_tensor_parallel_specs_on_nano():
@@ -168,9 +168,9 @@ def test_optimizer_state_is_sharded_like_its_parameters():
   state = jax.eval_shape(tx.init, params)
   mesh = sharding.make_mesh([('data', -1)])
   rules = [(r'^cls$', ('data',)), 'fsdp']  # an anchored rule still applies
-  want = dict(paths.flatten_with_paths(
+  want = dict(param_paths.flatten_with_paths(
       sharding.param_specs(params, mesh, rules)))
-  got = paths.flatten_with_paths(
+  got = param_paths.flatten_with_paths(
       sharding.state_shardings(state, params, mesh, rules))
   moments = [(p, s.spec) for p, s in got if '/mu/' in p or '/nu/' in p]
   # Adam's mu and nu for every trainable (not frozen) parameter.
@@ -187,7 +187,7 @@ _SHARDED_FORWARD = r'''
 import json
 import jax, jax.numpy as jnp
 import numpy as np
-from vit_compress import models, paths, sharding, zoo
+from vit_compress import models, param_paths, sharding, zoo
 
 out = {'device_count': jax.device_count()}
 out['mesh_all'] = dict(sharding.make_mesh([('data', -1)]).shape)
@@ -218,9 +218,9 @@ got = jax.jit(forward, out_shardings=sharding.batch_sharding(mesh))(sharded, x)
 out['logit_std'] = float(want.std())
 out['max_logit_diff'] = float(jnp.abs(got - want).max())
 out['logits_spec'] = str(got.sharding.spec)
-out['specs'] = {p: str(a.sharding.spec) for p, a in paths.flatten_with_paths(sharded)}
+out['specs'] = {p: str(a.sharding.spec) for p, a in param_paths.flatten_with_paths(sharded)}
 out['shard_shapes'] = {p: list(a.addressable_shards[0].data.shape)
-                       for p, a in paths.flatten_with_paths(sharded)}
+                       for p, a in param_paths.flatten_with_paths(sharded)}
 print('RESULT', json.dumps(out))
 '''
 

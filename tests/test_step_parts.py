@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from vit_compress import config_sections
-from vit_compress import eval as eval_lib
+from vit_compress import evaluation
 from vit_compress import losses
 from vit_compress import models
 from vit_compress import train
@@ -175,7 +175,7 @@ def test_accumulated_gradients_are_the_big_batch_mean():
 def test_every_model_family_has_one_adapter():
   assert families.FAMILIES.names() == models.MODELS.names()
   for name in families.FAMILIES.names():
-    assert families.get(name).eval_kind in eval_lib.EVAL_KINDS
+    assert families.get(name).eval_kind in evaluation.EVAL_KINDS
   with pytest.raises(UnknownNameError, match="Unknown model family 'vti'"):
     families.get('vti')
 

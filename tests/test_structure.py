@@ -12,7 +12,7 @@ from vit_compress import checkpoint
 from tests.helpers.params import random_params
 from tests.helpers.pruning_helpers import prune_config
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import zoo
 from vit_compress.compress import pruning
 from vit_compress.compress import structure
@@ -33,7 +33,7 @@ def _edit(params, fn):
   """A copy of `params` with fn(flat numpy dict) applied in place."""
   flat = _flat(params)
   fn(flat)
-  return paths.tree_from_flat({k: jnp.asarray(v) for k, v in flat.items()}, like=params)
+  return param_paths.tree_from_flat({k: jnp.asarray(v) for k, v in flat.items()}, like=params)
 
 
 def _logits(config, params, images):

@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers.params import random_params
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import zoo
 from vit_compress.compress import student_init
 
@@ -47,8 +47,8 @@ def test_layer_subset_copies_those_blocks(teacher):
   new_params, new_config = student_init.init_student(params, config,
                                                      _spec(layers='odd'))
   assert new_config.transformer.num_layers == 2
-  flat, old = dict(paths.flatten_with_paths(new_params)), dict(
-      paths.flatten_with_paths(params))
+  flat, old = dict(param_paths.flatten_with_paths(new_params)), dict(
+      param_paths.flatten_with_paths(params))
   for new_i, old_i in enumerate((1, 3)):
     for name in ('MlpBlock_0/Dense_0/kernel', 'MultiHeadDotProductAttention_0/out/kernel'):
       np.testing.assert_array_equal(
@@ -66,19 +66,19 @@ def test_layer_subset_copies_those_blocks(teacher):
 
 def test_units_kept_are_the_most_important_by_magnitude(teacher):
   config, params = teacher
-  flat = {k: np.array(v) for k, v in paths.flatten_with_paths(params)}
+  flat = {k: np.array(v) for k, v in param_paths.flatten_with_paths(params)}
   # Make head 2 and neurons 5, 7, 200 of block 1 the largest by far.
   block = 'Transformer/encoderblock_1'
   for n in ('query', 'key', 'value'):
     flat[f'{block}/MultiHeadDotProductAttention_0/{n}/kernel'][:, 2] *= 50
   flat[f'{block}/MlpBlock_0/Dense_0/kernel'][:, [5, 7, 200]] *= 50
-  params = paths.tree_from_flat(flat, like=params)
+  params = param_paths.tree_from_flat(flat, like=params)
   spec = _spec(layers=(0, 1), num_heads=(2, 1), mlp_dim=3)
   new_params, new_config = student_init.init_student(params, config, spec)
   t = new_config.transformer
   assert tuple(t.num_heads) == (2, 1) and tuple(t.mlp_dim) == (3, 3)
   assert t.head_dim == 16
-  new = dict(paths.flatten_with_paths(new_params))
+  new = dict(param_paths.flatten_with_paths(new_params))
   np.testing.assert_array_equal(
       new['Transformer/encoderblock_1/MultiHeadDotProductAttention_0/query/kernel'],
       flat[f'{block}/MultiHeadDotProductAttention_0/query/kernel'][:, [2]])

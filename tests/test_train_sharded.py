@@ -18,7 +18,7 @@ from tests.helpers.processes import free_port, results, start_python
 from tests.helpers.train_helpers import digits_config
 from vit_compress import checkpoint
 from vit_compress import models
-from vit_compress import paths
+from vit_compress import param_paths
 from vit_compress import train
 
 pytestmark = pytest.mark.slow   # integration: see pytest.ini
@@ -66,7 +66,7 @@ def _saved(workdir):
   """(extra, {path: array}) of the model the run saved at its end."""
   _, params, extra = checkpoint.load_model(os.path.join(workdir, 'model'),
                                            with_extra=True)
-  return extra, dict(paths.flatten_with_paths(params))
+  return extra, dict(param_paths.flatten_with_paths(params))
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +102,7 @@ def test_reference_run_trains(digits_data_dir, reference):
   # it says something (the trainer initialises from split(key(seed))[0]).
   config = train.prepare(digits_config(digits_data_dir, **STEPS))
   config.model.num_classes = 10
-  initial = dict(paths.flatten_with_paths(models.init(
+  initial = dict(param_paths.flatten_with_paths(models.init(
       config.model, jax.random.split(jax.random.key(config.seed))[0])))
   assert sorted(initial) == sorted(params)
   moved = max(np.abs(params[p] - initial[p]).max() for p in params)

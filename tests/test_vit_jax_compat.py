@@ -18,7 +18,7 @@ from configs import augreg as augreg_config
 from tests.helpers.train_helpers import PP_8PX, REPO
 from vit_compress import checkpoint
 from vit_compress import config_aliases
-from vit_compress import experiment
+from vit_compress import config_schema
 from vit_compress import losses
 from vit_compress import main
 from vit_compress import models
@@ -33,8 +33,8 @@ def _parse(*argv):
   config_flags.DEFINE_config_file('config', None, '', flag_values=fv,
                                   lock_config=True)
   main.parse_config_flags(['main', *argv], fv)
-  config = experiment.complete(fv.config)
-  experiment.validate(config)
+  config = config_schema.complete(fv.config)
+  config_schema.validate(config)
   return config
 
 
@@ -109,7 +109,7 @@ def test_alias_with_its_target_is_refused():
   config.schedule.base_lr = 0.2
   with pytest.raises(ValueError, match="base_lr .config file. is vit_jax's name "
                      'for config.schedule.base_lr, which is set too'):
-    experiment.complete(config)
+    config_schema.complete(config)
 
 
 def test_vit_jax_style_config_file():
@@ -120,7 +120,7 @@ def test_vit_jax_style_config_file():
   config.batch = 32
   config.total_steps = 30
   config.pp = ml_collections.ConfigDict({'train': PP_8PX, 'test': PP_8PX})
-  c = experiment.complete(config)
+  c = config_schema.complete(config)
   assert (c.schedule.base_lr, c.batch_size, c.total_steps) == (0.01, 32, 30)
   assert c.pp_train == c.pp_eval == PP_8PX
   assert 'base_lr' not in c and 'pp' not in c
@@ -141,11 +141,11 @@ def test_unknown_key_suggests_the_section_it_lives_in():
   config.momentum = 0.5
   with pytest.raises(ValueError, match="Unknown config key 'momentum'.*Did you "
                      "mean 'optim.momentum'"):
-    experiment.complete(config)
+    config_schema.complete(config)
   assert "'schedule.base_lr'" in config_aliases.suggest('schedule.base_lrr',
-                                                        experiment.defaults())
+                                                        config_schema.defaults())
   assert "'base_lr' (vit_jax's name for 'schedule.base_lr')" in (
-      config_aliases.suggest('base_lrr', experiment.defaults()))
+      config_aliases.suggest('base_lrr', config_schema.defaults()))
 
 
 def test_distill_weight_is_the_guides_alpha():
@@ -159,7 +159,7 @@ def test_distill_weight_is_the_guides_alpha():
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
   for alpha, temp in ((0.5, 1.0), (0.9, 4.0), (0.0, 2.0)):
     config = ml_collections.ConfigDict({'distill_weight': alpha})
-    config = experiment.complete(config)   # the alias sets distill.weight
+    config = config_schema.complete(config)   # the alias sets distill.weight
     config.distill.temperature = temp
     loss, _ = losses.kd({'logits': s}, {'labels': labels},
                         teacher={'logits': t}, config=config)
@@ -205,12 +205,12 @@ def test_distillation_command_trains_with_kd_from_the_named_teacher(
 def test_file_alias_of_a_model_key_compares_with_that_models_default():
   config = augreg_config.get_config('L_16')   # L/16's own dropout is 0.1
   config.do = 0.0
-  assert experiment.complete(config).model.transformer.dropout_rate == 0.0
+  assert config_schema.complete(config).model.transformer.dropout_rate == 0.0
   config = augreg_config.get_config('L_16')
   config.do, config.model.transformer.dropout_rate = 0.0, 0.2
   with pytest.raises(ValueError, match="do .config file. is vit_jax's name for "
                      'config.model.transformer.dropout_rate, which is set too'):
-    experiment.complete(config)
+    config_schema.complete(config)
 
 
 @pytest.mark.parametrize('flags,message', [

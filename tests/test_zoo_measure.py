@@ -19,6 +19,7 @@ def _rows():
 
 def test_measure_times_each_model_and_the_filters_keep_what_fits():
   rows = zoo_measure.measure(_rows(), 8, 10, batch_sizes=(1, 8), budget_s=120,
+                             get_config=zoo.sized,
                              repeats=2, min_run_s=0.02)
   by_name = {r['name']: r for r in rows}
   for r in rows:
@@ -38,7 +39,8 @@ def test_measure_times_each_model_and_the_filters_keep_what_fits():
 
 
 def test_budget_skips_and_marks_what_does_not_fit():
-  rows = zoo_measure.measure(_rows(), 8, 10, batch_sizes=(1, 8), budget_s=0)
+  rows = zoo_measure.measure(_rows(), 8, 10, batch_sizes=(1, 8), budget_s=0,
+                             get_config=zoo.sized)
   assert [r['skipped'] for r in rows] == [zoo_measure.SKIPPED_BUDGET] * 2
   assert zoo_measure.SKIPPED_BUDGET in zoo_measure.format_table(rows, (1, 8))
   # Unmeasured models cannot be shown to be fast enough.
@@ -73,6 +75,7 @@ def test_mobilevit_is_measured_at_its_own_resolution():
   params = 1_272_024 - 321_000 + 3_210  # timm's count with a 10-class head
   assert rows[0]['image_size'] == 256 and rows[0]['params'] == params
   zoo_measure.measure(rows, None, 10, batch_sizes=(1,), budget_s=120, repeats=1,
+                      get_config=zoo.sized,
                       min_run_s=0.01)
   assert 'skipped' not in rows[0] and rows[0]['img_per_s_b1'] > 0
   line = zoo_measure.format_table(rows, (1,)).splitlines()[2]

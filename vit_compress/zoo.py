@@ -344,6 +344,20 @@ _register('MobileViT_S')(lambda: mobilevit(
 
 
 # ---------------------------------------------------------------- the table
+def sized(name: str, image_size: Optional[int] = None,
+          num_classes: int = 1000) -> ml_collections.ConfigDict:
+  """A zoo model's config at `image_size` (None: its own) with `num_classes`
+  classes where it has a classifier head (LiT's towers have none)."""
+  from vit_compress import models  # pylint: disable=g-import-not-at-top
+  config = get(name)
+  config.image_size = image_size or config.image_size
+  family = models.families.of(config)
+  family.image_config(config).image_size = config.image_size
+  if family.class_head:
+    config.num_classes = num_classes
+  return config
+
+
 def describe(name: str, image_size: Optional[int] = None,
              num_classes: int = 1000) -> dict:
   """Parameters, tokens, GFLOPs and float32 MiB of a zoo model, without weights.
@@ -354,12 +368,8 @@ def describe(name: str, image_size: Optional[int] = None,
   import jax  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
 
-  config = get(name)
-  config.image_size = image_size = image_size or config.image_size
-  family = models.families.of(config)
-  family.image_config(config).image_size = image_size
-  if family.class_head:
-    config.num_classes = num_classes
+  config = sized(name, image_size, num_classes)
+  image_size = config.image_size
   module = models.build(config)
   shapes = models.param_shapes(config)
   inputs = jax.eval_shape(lambda: models.example_inputs(config, 1))
@@ -439,7 +449,8 @@ def command():
     print(format_table(rows))
     return
   batch_sizes = (1, f.batch_size)
-  zoo_measure.measure(rows, f.image_size, f.num_classes, batch_sizes, f.budget_s)
+  zoo_measure.measure(rows, f.image_size, f.num_classes, batch_sizes, f.budget_s,
+                      get_config=sized)
   device = next((r['device'] for r in rows if 'device' in r), 'this device')
   print(zoo_measure.legend(f.image_size, device, f.budget_s))
   if f.min_img_per_s is not None or f.max_mib is not None:

@@ -19,7 +19,7 @@ that run at least that fast (measured, large batch) and are at most that big
 (float32 MiB), which is the most accurate (published top-1)?
 """
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 # AugReg ImageNet results (384 px; MiB of the checkpoint, img/s on one
 # accelerator as published) by zoo name: DESIGN.md §5.
@@ -43,12 +43,16 @@ def _forward(config):
 
 def measure(rows: List[Dict], image_size: int, num_classes: int,
             batch_sizes: Sequence[int] = (1, 64), budget_s: float = 120.0,
-            repeats: int = 3, min_run_s: float = 0.05) -> List[Dict]:
-  """Adds 'img_per_s_b{B}' (or 'skipped') to each `describe` row, in place."""
+            repeats: int = 3, min_run_s: float = 0.05, *,
+            get_config: Callable[..., Any]) -> List[Dict]:
+  """Adds 'img_per_s_b{B}' (or 'skipped') to each `describe` row, in place.
+
+  `get_config(name, image_size, num_classes)` builds a row's model config
+  (`zoo.sized`); it is passed in because the zoo's command calls this module.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from vit_compress import evaluation  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
-  from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   last = None   # (gflops, seconds) of the last model measured
   for row in sorted(rows, key=lambda r: r['gflops']):
@@ -61,13 +65,8 @@ def measure(rows: List[Dict], image_size: int, num_classes: int,
       row['skipped'] = SKIPPED_BUDGET
       continue
     began = time.perf_counter()
-    config = zoo.get(row['name'])
-    size = image_size or config.image_size   # None: the model's own resolution
-    config.image_size = size
-    family = models.families.of(config)
-    family.image_config(config).image_size = size
-    if family.class_head:
-      config.num_classes = num_classes
+    config = get_config(row['name'], image_size, num_classes)
+    size = config.image_size   # image_size None: the model's own resolution
     try:
       params = models.init(config, jax.random.key(0))
       p = evaluation.profile(_forward(config), params,

@@ -1,1 +1,0 @@
-from tests.helpers.recipe_tiny import *  # noqa: F401,F403  shim for branches written before tests/helpers/ (issue #13); remove after merge
