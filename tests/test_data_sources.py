@@ -132,7 +132,7 @@ def test_check_batch_size_on_a_mesh_or_a_batch_sharding():
 
 
 def test_the_pipeline_has_no_config_defaults_of_its_own():
-  """Defaults live in experiment.defaults() only: the pipeline reads fields."""
+  """Defaults live in data/defaults.py only: the pipeline reads fields."""
   text = (DATA_PACKAGE / 'pipeline.py').read_text()
   assert 'config.get(' not in text
 

@@ -1,4 +1,4 @@
-"""Tests for vit_compress.paths: '/'-joined parameter paths and regex selection."""
+"""Tests for vit_compress.param_paths: '/'-joined parameter paths and regex selection."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +30,7 @@ def test_match_selects_by_regex_search():
   assert mask['head']['kernel'] and mask['cls']
   assert not mask['head']['bias']
   assert not mask['Transformer']['encoderblock_0']['LayerNorm_0']['scale']
-  assert paths.regex_mask is paths.match
+  assert param_paths.regex_mask is param_paths.match
   assert param_paths.matching_paths(_tree(), 'LayerNorm') == [
       'Transformer/encoderblock_0/LayerNorm_0/scale']
 
