@@ -155,6 +155,7 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
+  from vit_compress.models import families  # pylint: disable=g-import-not-at-top
   path, one_file = _locate(path, key)
   extra = None
   if require_float and is_quantized(read_config(path, key)):
@@ -166,7 +167,7 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
     if is_quantized(model_config):
       params = quantize.params_from_storage(params, model_config)
   if tome_r:  # token merging needs no training: set it and run
-    if model_config.get('family') != 'vit':
+    if not families.lookup(model_config).token_merging:
       raise ValueError(f'tome_r needs a ViT; {path} is a '
                        f'{model_config.get("family")!r} model.')
     model_config.tome_r = tome_r

@@ -47,6 +47,7 @@ from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import zoo
 from vit_compress.evaluation import classification
+from vit_compress.models import families
 from vit_compress.registry import Registry
 
 MANIFEST_FILE = 'manifest.json'
@@ -117,7 +118,7 @@ def check_input_shape(model_config: ml_collections.ConfigDict,
   if shape[1] != shape[2]:
     raise ValueError(f'input_shape={shape} is not square; the models take '
                      f'square images: use ({shape[0]}, {shape[1]}, {shape[1]}, 3).')
-  if model_config.get('family') == 'lit':
+  if not families.lookup(model_config).class_head:
     raise ValueError('export_optimized covers image classifiers; a LiT model '
                      'has two towers and no class logits.')
   if model_config.get('patches'):

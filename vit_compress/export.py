@@ -50,6 +50,7 @@ from vit_compress import transforms
 from vit_compress.evaluation import classification
 from vit_compress.compress import structure
 from vit_compress.evaluation import profiling
+from vit_compress.models import families
 
 MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
 EXPORT_SUBDIR = 'export'
@@ -102,7 +103,7 @@ def export_artifact(model_config: ml_collections.ConfigDict, params, directory: 
                     ) -> Dict[str, Any]:
   """Shrinks (ViT) and quantizes; saves with its config. Returns sizes and widths."""
   before = models.count_params(params)
-  if model_config.get('family') == 'vit':
+  if families.lookup(model_config).export_shrinks:
     params, model_config = transforms.apply('shrink', params, model_config)
   shrunk = models.count_params(params)
   if quant_config is None or quant_config.get('mode') != 'ptq':
@@ -126,7 +127,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
                   batch_size: int = 1, per_channel: bool = True,
                   int8_io: bool = False) -> Dict[str, Any]:
   """Writes a .tflite of a classifier; returns its path, size and op counts."""
-  if model_config.get('family') == 'lit':
+  if not families.lookup(model_config).class_head:
     raise ValueError('TFLite export covers image classifiers; a LiT model has '
                      'two towers and no class logits.')
   module = models.build(model_config)

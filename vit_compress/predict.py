@@ -79,8 +79,14 @@ class Predictor:
       out.append(self._pp_fn({'image': value})['image'].numpy())
     return np.stack(out).astype(np.float32)
 
+  @property
+  def family(self):
+    """The model family's adapter (models.families): what it decides here."""
+    from vit_compress.models import families  # pylint: disable=g-import-not-at-top
+    return families.lookup(self.model_config)
+
   def logits(self, images) -> np.ndarray:
-    if self.model_config.get('family') == 'lit':
+    if not self.family.class_head:
       raise ValueError('A LiT model has no classifier: call zero_shot(images, '
                        'classes) (--classes=a,b,... on the command line).')
     return np.asarray(self._logits(self.params, self.preprocess(images)))
@@ -93,8 +99,8 @@ class Predictor:
     it has one), Mixer's pooled features, LiT's normalised image embedding."""
     from vit_compress import models  # pylint: disable=g-import-not-at-top
     x = self.preprocess(images)
-    if self.model_config.get('family') == 'lit':
-      return np.asarray(self.module.apply({'params': self.params}, images=x)['zimg'])
+    if not self.family.class_head:   # the image outputs are the embedding
+      return np.asarray(self.family.image_fn(self.module)(self.params, x))
     if self.quantized:
       raise ValueError('embeddings are read from a float model; use the float '
                        'artifact this quantized one was made from.')
@@ -109,7 +115,7 @@ class Predictor:
     from vit_compress import data  # pylint: disable=g-import-not-at-top
     from vit_compress.evaluation import zero_shot as zs  # pylint: disable=g-import-not-at-top
     c = self.model_config
-    if c.get('family') != 'lit':
+    if not self.family.zero_shot:
       raise ValueError(f'--classes is zero-shot, for LiT models; this is a '
                        f'{c.get("family")!r} classifier with its own classes.')
     tokenize = data.get_tokenizer(c.tokenizer, c.max_len, c.get('tokenizer_model'))
@@ -152,7 +158,7 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
                      'part of an AugReg file name before the first "-").')
   if image_size:
     model_config.image_size = image_size
-  if model_config.get('family') == 'lit' and not model_config.get('tokenizer_model'):
+  if families.lookup(model_config).text_inputs and not model_config.get('tokenizer_model'):
     from vit_compress.data import tokenizers  # pylint: disable=g-import-not-at-top
     model_config.tokenizer_model = tokenizers.vocab_beside(path, model_config.tokenizer)
   return model_config, checkpoint.load_npz(path, model_config)
@@ -180,15 +186,17 @@ def load(path: str, *, model_name: Optional[str] = None,
     raise FileNotFoundError(f'{path} is neither a saved model directory '
                             '(model_config.json + params/), an .npz, a .tflite '
                             'nor an .onnx file.')
+  from vit_compress.models import families  # pylint: disable=g-import-not-at-top
   recorded = checkpoint.recorded_data(model_config)
   pp = pp or recorded.get('pp_eval')
   names = tuple(class_names or recorded.get('class_names') or ())
-  if (not pp or (not names and model_config.get('family') != 'lit')) and kind == '.npz':
+  needs_names = not families.lookup(model_config).zero_shot
+  if (not pp or (not names and needs_names)) and kind == '.npz':
     size = model_config.image_size
     pp = pp or f'decode|resize({size})|to_rgb|value_range(-1, 1)'
     logging.info('%s records no preprocessing or class names: using %r and '
                  'numbered classes.', path, pp)
-  elif not pp or (not names and model_config.get('family') != 'lit'):
+  elif not pp or (not names and needs_names):
     raise ValueError(
         f'{path} was saved without its eval preprocessing and class names '
         '(models saved before vit_compress recorded them in '
@@ -211,7 +219,7 @@ def main(argv):
              pp=f.pp, class_names=f.class_names)
     if f.classes:
       results = p.zero_shot(images, f.classes, f.top_k)
-    elif p.model_config.get('family') == 'lit':
+    elif p.family.zero_shot:
       raise ValueError('a LiT model classifies zero-shot: give --classes=a,b,...')
     else:
       results = p(images, f.top_k)

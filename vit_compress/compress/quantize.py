@@ -46,6 +46,7 @@ import numpy as np
 import qwix
 
 from vit_compress import models
+from vit_compress.models import families
 from vit_compress import qwix_private
 from vit_compress import param_paths
 from vit_compress import config_sections
@@ -205,7 +206,7 @@ def _model_inputs(model_config, batch) -> Dict[str, Any]:
     raise ValueError(f"A calibration batch needs an 'image' entry; got keys "
                      f'{sorted(batch)}.')
   inputs = {'images': jnp.asarray(batch['image'])}
-  if model_config.get('family') == 'lit' and 'tokens' in batch:
+  if families.lookup(model_config).text_inputs and 'tokens' in batch:
     inputs['tokens'] = jnp.asarray(batch['tokens'])
   return inputs
 
