@@ -44,7 +44,6 @@ from vit_compress import calibration as calibration_lib
 from vit_compress import checkpoint
 from vit_compress import cli
 from vit_compress import models
-from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import transforms
 from vit_compress.evaluation import classification
@@ -82,7 +81,7 @@ def load_float_model(model_dir: str):
 def export_npz(model_config: ml_collections.ConfigDict, params, path: str) -> Dict[str, Any]:
   """Writes the vit_jax .npz and its model config; checks it reads back equal."""
   checkpoint.export_npz(path, params)
-  config_path = os.path.splitext(path)[0] + '.model_config.json'
+  config_path = artifact.sidecar_path(path)
   with tf.io.gfile.GFile(config_path, 'w') as f:
     f.write(model_config.to_json(indent=2))
   loaded = checkpoint.load_npz(path, model_config)
@@ -141,7 +140,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
     tf.io.gfile.makedirs(parent)
   with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(blob)
-  predict_runtime.write_sidecar(path, model_config)   # pp and names, for predict
+  artifact.write_sidecar(path, model_config)   # pp and names, for predict
   return {'path': path, 'bytes': len(blob), **tflite.describe(blob)}
 
 

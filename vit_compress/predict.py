@@ -140,10 +140,11 @@ class Predictor:
 
 def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
   """(model_config, params) of an .npz: our sidecar config, or a zoo name."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   from vit_compress.models import families  # pylint: disable=g-import-not-at-top
-  sidecar = os.path.splitext(path)[0] + '.model_config.json'
+  sidecar = artifact.sidecar_path(path)
   if tf.io.gfile.exists(sidecar):
     model_config = checkpoint.read_model_config(sidecar)
   elif model_name:
