@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from vit_compress import artifact
-from vit_compress import predict
+from vit_compress import predictor as predictor_lib
 
 # Where an exported file's config lives is the artifact layout's (one home).
 SIDECAR_SUFFIX = artifact.SIDECAR_SUFFIX
@@ -36,7 +36,7 @@ SUFFIXES = tuple(_RUNTIME_OF)
 
 
 @dataclasses.dataclass
-class RuntimePredictor(predict.Predictor):
+class RuntimePredictor(predictor_lib.Predictor):
   """A Predictor whose logits come from a TFLite / ONNX runtime."""
   run: Optional[Callable[[np.ndarray], np.ndarray]] = None
   path: str = ''
@@ -85,5 +85,5 @@ def load(path: str, *, pp: Optional[str] = None,
                      'pp=..., class_names=...)).')
   run = edge.predictor(edge.ARTIFACTS.get(_RUNTIME_OF[suffix]), path,
                        int(threads or os.cpu_count()))
-  return RuntimePredictor(model_config, None, None, predict.image_pp(pp), names,
+  return RuntimePredictor(model_config, None, None, predictor_lib.image_pp(pp), names,
                           run=run, path=path)
