@@ -91,11 +91,17 @@ def _panel(ax, xs, ys, names, colors, *, xlabel, title, larger_x_better):
   ax.margins(x=0.3, y=0.18)
 
 
+def label(row: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str:
+  """A point's label: the row's name, with its runtime when the rows do not all run in JAX."""
+  if all(r.get('runtime', 'jax') == 'jax' for r in rows):
+    return str(row['name'])
+  return f'{row["name"]} [{row.get("runtime", "jax")}]'
+
+
 def plot_pareto(rows: Sequence[Dict[str, Any]], path: str,
                 title: Optional[str] = None) -> str:
   """Writes the two-panel plot for report rows (see report.py) to `path`."""
-  from vit_compress.evaluation import report  # pylint: disable=g-import-not-at-top
-  names = [report.label(r, rows) for r in rows]   # with the runtime if not all jax
+  names = [label(r, rows) for r in rows]   # with the runtime if not all jax
   top1 = [float(r['top1']) for r in rows]
   speed = [float(r['img_per_s']) for r in rows]
   mib = [float(r['bytes']) / MIB for r in rows]

@@ -100,13 +100,6 @@ def _flops_unit(rows):
   return 1e3, 'kFLOPs'
 
 
-def label(row: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str:
-  """A row's name, with its runtime when the rows do not all run in JAX."""
-  if all(r.get('runtime', 'jax') == 'jax' for r in rows):
-    return str(row['name'])
-  return f'{row["name"]} [{row.get("runtime", "jax")}]'
-
-
 def _columns(rows):
   """(header, cell function) for each column some row has a value for."""
   has = lambda key: any(r.get(key) is not None for r in rows)
