@@ -92,7 +92,7 @@ def _panel(ax, xs, ys, names, colors, *, xlabel, title, larger_x_better):
 
 
 def label(row: Dict[str, Any], rows: Sequence[Dict[str, Any]]) -> str:
-  """A point's label: the row's name, with its runtime when the rows do not all run in JAX."""
+  """A row's name, with its runtime when the rows do not all run in JAX."""
   if all(r.get('runtime', 'jax') == 'jax' for r in rows):
     return str(row['name'])
   return f'{row["name"]} [{row.get("runtime", "jax")}]'
