@@ -131,6 +131,7 @@ def can_shrink(config) -> bool:
 
 
 def _unregistered_tokens(config, shapes) -> int:
+  del shapes
   raise ValueError(f'No model family {config.get("family")!r} is registered; '
                    f'known: {", ".join(FAMILIES.names())}.')
 
