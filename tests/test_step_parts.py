@@ -216,3 +216,24 @@ def test_adapter_decisions_per_family():
   assert structure.encoders(lit) == []
   assert families.can_shrink(vit) and families.can_shrink(zoo.get('MobileViT_XXS'))
   assert not families.can_shrink(lit) and not families.can_shrink({'family': 'x'})
+
+
+def test_transform_and_export_decisions_per_family():
+  vit, lit = zoo.get('Nano_2'), zoo.get('LiT_Nano')
+  mobilevit, mixer = zoo.get('MobileViT_XXS'), zoo.get('Mixer_B_16')
+  by_name = {name: families.get(name) for name in families.FAMILIES.names()}
+  # Only ViT merges tokens, factorises low-rank and is shrunk on export.
+  for field in ('token_merging', 'lowrank', 'export_shrinks'):
+    assert [n for n, f in by_name.items() if getattr(f, field)] == ['vit'], field
+  # Only MobileViT records shrunk widths per layer at the top of its config.
+  assert [n for n, f in by_name.items() if f.layer_widths] == ['mobilevit']
+  # Only LiT is zero-shot: text inputs, no class head, zero-shot eval.
+  assert [n for n, f in by_name.items() if f.zero_shot] == ['lit']
+  assert families.of(lit).text_inputs and not families.of(mixer).text_inputs
+  assert families.of(mobilevit).class_head
+  # A config of no registered family reads every field's default.
+  for config in ({'family': 'x'}, {}):
+    plain = families.lookup(config)
+    assert plain is families.PLAIN and plain.class_head and not plain.zero_shot
+    assert not (plain.token_merging or plain.lowrank or plain.export_shrinks)
+  assert families.lookup(vit) is families.of(vit)

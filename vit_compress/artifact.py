@@ -11,6 +11,10 @@ config that rebuilds it (so loading needs no training config and no pickle):
     extra.json                     checkpoint.EXTRA_FILE: optional metadata
   a compact one-file artifact      FILE.npz (compress.compact)
 
+An exported file (a vit_jax .npz, a .tflite, an .onnx) keeps its model config
+beside it, in FILE.model_config.json (`sidecar_path`; predict reads its
+`inference` record: the eval pp and the class names).
+
 A training workdir (or a recipe stage's directory) keeps its saved model in
 `checkpoint.MODEL_SUBDIR` ('model'); its root holds a model_config.json of its
 own (the workdir's identity, `workdir.check_identity`) but no params/, so a
@@ -26,6 +30,7 @@ parameters and its model config; a path that holds none gives one
 the path is and what to pass instead.
 """
 import dataclasses
+import json
 import os
 from typing import Any, Iterator, Mapping, Optional, Tuple
 
@@ -38,6 +43,7 @@ from vit_compress import checkpoint
 PyTree = Any
 MODEL_SUBDIR = checkpoint.MODEL_SUBDIR
 COMPACT_SUFFIX = '.npz'
+SIDECAR_SUFFIX = '.model_config.json'   # FILE.npz / .tflite / .onnx -> its config
 
 _WHAT = ('a saved model directory (WORKDIR/model, holding model_config.json and '
          'params/), a training workdir with a finished model/, or a compact '
@@ -74,6 +80,20 @@ class Artifact:
     params, config = quantize.dequantize(self.params, self.model_config)
     return dataclasses.replace(self, module=models.build(config), params=params,
                                model_config=config)
+
+
+def sidecar_path(path: str) -> str:
+  """Where the model config of an exported file (.npz, .tflite, .onnx) lives."""
+  return os.path.splitext(os.fspath(path))[0] + SIDECAR_SUFFIX
+
+
+def write_sidecar(path: str, model_config: ml_collections.ConfigDict) -> str:
+  """Writes `model_config` (with its `inference` record) beside `path`."""
+  target = sidecar_path(path)
+  with tf.io.gfile.GFile(target, 'w') as f:
+    f.write(json.dumps(checkpoint.config_to_json(model_config), indent=2,
+                       sort_keys=True))
+  return target
 
 
 def is_quantized(model_config) -> bool:
@@ -155,6 +175,7 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import compact  # pylint: disable=g-import-not-at-top
   from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
+  from vit_compress.models import families  # pylint: disable=g-import-not-at-top
   path, one_file = _locate(path, key)
   extra = None
   if require_float and is_quantized(read_config(path, key)):
@@ -166,7 +187,7 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
     if is_quantized(model_config):
       params = quantize.params_from_storage(params, model_config)
   if tome_r:  # token merging needs no training: set it and run
-    if model_config.get('family') != 'vit':
+    if not families.lookup(model_config).token_merging:
       raise ValueError(f'tome_r needs a ViT; {path} is a '
                        f'{model_config.get("family")!r} model.')
     model_config.tome_r = tome_r

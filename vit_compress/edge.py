@@ -43,10 +43,10 @@ from vit_compress import artifact as artifact_lib
 from vit_compress import checkpoint
 from vit_compress import models
 from vit_compress import onnx_export
-from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import zoo
 from vit_compress.evaluation import classification
+from vit_compress.models import families
 from vit_compress.registry import Registry
 
 MANIFEST_FILE = 'manifest.json'
@@ -117,7 +117,7 @@ def check_input_shape(model_config: ml_collections.ConfigDict,
   if shape[1] != shape[2]:
     raise ValueError(f'input_shape={shape} is not square; the models take '
                      f'square images: use ({shape[0]}, {shape[1]}, {shape[1]}, 3).')
-  if model_config.get('family') == 'lit':
+  if not families.lookup(model_config).class_head:
     raise ValueError('export_optimized covers image classifiers; a LiT model '
                      'has two towers and no class logits.')
   if model_config.get('patches'):
@@ -139,7 +139,7 @@ def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = No
   if directory:
     return artifact_lib.read_config(directory)
   if model.endswith('.npz'):
-    beside = os.path.splitext(model)[0] + '.model_config.json'
+    beside = artifact_lib.sidecar_path(model)
     if not os.path.exists(model):
       raise FileNotFoundError(f'No file {model}.')
     if not os.path.exists(beside):
@@ -385,7 +385,7 @@ def export_optimized(model: str, input_shape: Sequence[int], output_path: str, *
     path = os.path.join(output_path, name + artifact.suffix)
     with open(path, 'wb') as f:
       f.write(blob)
-    predict_runtime.write_sidecar(path, config)   # pp and names, for predict
+    artifact_lib.write_sidecar(path, config)   # pp and names, for predict
     predict = predictor(artifact, path, threads)
     entries[name] = {'path': path, 'runtime': artifact.runtime,
                      'precision': artifact.precision, 'bytes': len(blob),

@@ -44,12 +44,12 @@ from vit_compress import calibration as calibration_lib
 from vit_compress import checkpoint
 from vit_compress import cli
 from vit_compress import models
-from vit_compress import predict_runtime
 from vit_compress import tflite
 from vit_compress import transforms
 from vit_compress.evaluation import classification
 from vit_compress.compress import structure
 from vit_compress.evaluation import profiling
+from vit_compress.models import families
 
 MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
 EXPORT_SUBDIR = 'export'
@@ -81,7 +81,7 @@ def load_float_model(model_dir: str):
 def export_npz(model_config: ml_collections.ConfigDict, params, path: str) -> Dict[str, Any]:
   """Writes the vit_jax .npz and its model config; checks it reads back equal."""
   checkpoint.export_npz(path, params)
-  config_path = os.path.splitext(path)[0] + '.model_config.json'
+  config_path = artifact.sidecar_path(path)
   with tf.io.gfile.GFile(config_path, 'w') as f:
     f.write(model_config.to_json(indent=2))
   loaded = checkpoint.load_npz(path, model_config)
@@ -102,7 +102,7 @@ def export_artifact(model_config: ml_collections.ConfigDict, params, directory: 
                     ) -> Dict[str, Any]:
   """Shrinks (ViT) and quantizes; saves with its config. Returns sizes and widths."""
   before = models.count_params(params)
-  if model_config.get('family') == 'vit':
+  if families.lookup(model_config).export_shrinks:
     params, model_config = transforms.apply('shrink', params, model_config)
   shrunk = models.count_params(params)
   if quant_config is None or quant_config.get('mode') != 'ptq':
@@ -126,7 +126,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
                   batch_size: int = 1, per_channel: bool = True,
                   int8_io: bool = False) -> Dict[str, Any]:
   """Writes a .tflite of a classifier; returns its path, size and op counts."""
-  if model_config.get('family') == 'lit':
+  if not families.lookup(model_config).class_head:
     raise ValueError('TFLite export covers image classifiers; a LiT model has '
                      'two towers and no class logits.')
   module = models.build(model_config)
@@ -140,7 +140,7 @@ def export_tflite(model_config: ml_collections.ConfigDict, params, path: str, *,
     tf.io.gfile.makedirs(parent)
   with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(blob)
-  predict_runtime.write_sidecar(path, model_config)   # pp and names, for predict
+  artifact.write_sidecar(path, model_config)   # pp and names, for predict
   return {'path': path, 'bytes': len(blob), **tflite.describe(blob)}
 
 

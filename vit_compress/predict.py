@@ -25,119 +25,29 @@ A `.tflite` or `.onnx` file runs in its own runtime (`predict_runtime`), with
 the pp and class names of the `.model_config.json` export writes beside it;
 it gives logits, not embeddings.
 """
-import dataclasses
 import os
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from absl import logging
-import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
-_LABEL_OPS = ('onehot', 'captions', 'tokenize')   # need labels or texts
+from vit_compress import predictor as predictor_lib
 
-
-def image_pp(pp: str) -> str:
-  """An eval pp string without the ops that read labels or make texts."""
-  from vit_compress.data import preprocess  # pylint: disable=g-import-not-at-top
-  ops = [op for op in preprocess.split_ops(pp)
-         if op.split('(')[0].strip() not in _LABEL_OPS]
-  return '|'.join(ops)
-
-
-@dataclasses.dataclass
-class Predictor:
-  """A loaded artifact you call on images (paths, encoded bytes or arrays)."""
-  model_config: ml_collections.ConfigDict
-  module: Any
-  params: Any
-  pp: str
-  class_names: Tuple[str, ...]
-  quantized: bool = False
-
-  def __post_init__(self):
-    import vit_compress.data  # pylint: disable=g-import-not-at-top,unused-import
-    from vit_compress import evaluation  # pylint: disable=g-import-not-at-top
-    from vit_compress.data import preprocess  # pylint: disable=g-import-not-at-top
-    self._pp_fn = preprocess.build(self.pp)
-    self._logits = jax.jit(evaluation.forward_fn(self.module))
-
-  def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-    """(N, H, W, 3) float32 model inputs, by the artifact's eval pp string."""
-    out = []
-    for image in images:
-      if isinstance(image, (str, os.PathLike)):
-        with tf.io.gfile.GFile(os.fspath(image), 'rb') as f:
-          image = f.read()
-      value = tf.constant(image) if isinstance(image, bytes) else tf.convert_to_tensor(
-          np.asarray(image))
-      if value.dtype != tf.string and value.shape.rank == 2:
-        value = value[..., None]   # grayscale (H, W)
-      out.append(self._pp_fn({'image': value})['image'].numpy())
-    return np.stack(out).astype(np.float32)
-
-  def logits(self, images) -> np.ndarray:
-    if self.model_config.get('family') == 'lit':
-      raise ValueError('A LiT model has no classifier: call zero_shot(images, '
-                       'classes) (--classes=a,b,... on the command line).')
-    return np.asarray(self._logits(self.params, self.preprocess(images)))
-
-  def __call__(self, images, top_k: int = 5) -> List[List[Tuple[str, float]]]:
-    return self._top_k(self.logits(images), top_k, self.class_names)
-
-  def embed(self, images) -> np.ndarray:
-    """Pre-logits features: the ViT's pooled token (after `pre_logits` when
-    it has one), Mixer's pooled features, LiT's normalised image embedding."""
-    from vit_compress import models  # pylint: disable=g-import-not-at-top
-    x = self.preprocess(images)
-    if self.model_config.get('family') == 'lit':
-      return np.asarray(self.module.apply({'params': self.params}, images=x)['zimg'])
-    if self.quantized:
-      raise ValueError('embeddings are read from a float model; use the float '
-                       'artifact this quantized one was made from.')
-    headless = ml_collections.ConfigDict(self.model_config.to_dict(), type_safe=False)
-    headless.num_classes = None
-    params = {k: v for k, v in self.params.items() if k not in ('head', 'head_dist')}
-    return np.asarray(models.build(headless).apply({'params': params}, x))
-
-  def zero_shot(self, images, classes: Sequence[str], top_k: int = 5,
-                templates='default'):
-    """LiT: top-k of `classes` by prompt-averaged text embedding."""
-    from vit_compress import data  # pylint: disable=g-import-not-at-top
-    from vit_compress.evaluation import zero_shot as zs  # pylint: disable=g-import-not-at-top
-    c = self.model_config
-    if c.get('family') != 'lit':
-      raise ValueError(f'--classes is zero-shot, for LiT models; this is a '
-                       f'{c.get("family")!r} classifier with its own classes.')
-    tokenize = data.get_tokenizer(c.tokenizer, c.max_len, c.get('tokenizer_model'))
-    classifier = zs.zero_shot_classifier(self.module, self.params, list(classes),
-                                         templates, tokenize)
-    zimg = self.embed(images)
-    zimg = zimg / np.linalg.norm(zimg, axis=-1, keepdims=True)
-    scores = zimg @ np.asarray(classifier).T * float(
-        np.exp(np.asarray(self.params['t'])[0]))
-    return self._top_k(scores, top_k, tuple(classes))
-
-  @staticmethod
-  def _top_k(logits, k: int, names: Sequence[str]):
-    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), -1))
-    out = []
-    for row in probs:
-      order = np.argsort(-row, kind='stable')[:k]
-      out.append([(names[i] if i < len(names) else f'class {i}', float(row[i]))
-                  for i in order])
-    return out
+# The Predictor and its pp live in `predictor` (so `predict_runtime` can
+# subclass it without importing this loader); the names stay importable here.
+Predictor = predictor_lib.Predictor
+image_pp = predictor_lib.image_pp
 
 
 def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
   """(model_config, params) of an .npz: our sidecar config, or a zoo name."""
+  from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   from vit_compress.models import families  # pylint: disable=g-import-not-at-top
-  sidecar = os.path.splitext(path)[0] + '.model_config.json'
+  sidecar = artifact.sidecar_path(path)
   if tf.io.gfile.exists(sidecar):
     model_config = checkpoint.read_model_config(sidecar)
   elif model_name:
@@ -152,7 +62,7 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
                      'part of an AugReg file name before the first "-").')
   if image_size:
     model_config.image_size = image_size
-  if model_config.get('family') == 'lit' and not model_config.get('tokenizer_model'):
+  if families.lookup(model_config).text_inputs and not model_config.get('tokenizer_model'):
     from vit_compress.data import tokenizers  # pylint: disable=g-import-not-at-top
     model_config.tokenizer_model = tokenizers.vocab_beside(path, model_config.tokenizer)
   return model_config, checkpoint.load_npz(path, model_config)
@@ -180,15 +90,17 @@ def load(path: str, *, model_name: Optional[str] = None,
     raise FileNotFoundError(f'{path} is neither a saved model directory '
                             '(model_config.json + params/), an .npz, a .tflite '
                             'nor an .onnx file.')
+  from vit_compress.models import families  # pylint: disable=g-import-not-at-top
   recorded = checkpoint.recorded_data(model_config)
   pp = pp or recorded.get('pp_eval')
   names = tuple(class_names or recorded.get('class_names') or ())
-  if (not pp or (not names and model_config.get('family') != 'lit')) and kind == '.npz':
+  needs_names = not families.lookup(model_config).zero_shot
+  if (not pp or (not names and needs_names)) and kind == '.npz':
     size = model_config.image_size
     pp = pp or f'decode|resize({size})|to_rgb|value_range(-1, 1)'
     logging.info('%s records no preprocessing or class names: using %r and '
                  'numbered classes.', path, pp)
-  elif not pp or (not names and model_config.get('family') != 'lit'):
+  elif not pp or (not names and needs_names):
     raise ValueError(
         f'{path} was saved without its eval preprocessing and class names '
         '(models saved before vit_compress recorded them in '
@@ -211,7 +123,7 @@ def main(argv):
              pp=f.pp, class_names=f.class_names)
     if f.classes:
       results = p.zero_shot(images, f.classes, f.top_k)
-    elif p.model_config.get('family') == 'lit':
+    elif p.family.zero_shot:
       raise ValueError('a LiT model classifies zero-shot: give --classes=a,b,...')
     else:
       results = p(images, f.top_k)

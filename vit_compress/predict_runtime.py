@@ -15,7 +15,6 @@ Invariant: the logits are the runtime's (LiteRT / ONNX Runtime, through
 the sidecar, or from `pp=` / `class_names=` where a file has none.
 """
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Optional, Sequence
 
@@ -23,32 +22,21 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vit_compress import predict
+from vit_compress import artifact
+from vit_compress import predictor as predictor_lib
 
-SIDECAR_SUFFIX = '.model_config.json'
+# Where an exported file's config lives is the artifact layout's (one home).
+SIDECAR_SUFFIX = artifact.SIDECAR_SUFFIX
+sidecar_path = artifact.sidecar_path
+write_sidecar = artifact.write_sidecar
 # The edge artifact whose runtime runs a file of each suffix (any precision:
 # the runtimes read a file's own input and output quantization).
 _RUNTIME_OF = {'.tflite': 'tflite_float', '.onnx': 'onnx_float'}
 SUFFIXES = tuple(_RUNTIME_OF)
 
 
-def sidecar_path(path: str) -> str:
-  """Where the model config of an exported file (.npz, .tflite, .onnx) lives."""
-  return os.path.splitext(os.fspath(path))[0] + SIDECAR_SUFFIX
-
-
-def write_sidecar(path: str, model_config: ml_collections.ConfigDict) -> str:
-  """Writes `model_config` (with its `inference` record) beside `path`."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
-  target = sidecar_path(path)
-  with tf.io.gfile.GFile(target, 'w') as f:
-    f.write(json.dumps(checkpoint.config_to_json(model_config), indent=2,
-                       sort_keys=True))
-  return target
-
-
 @dataclasses.dataclass
-class RuntimePredictor(predict.Predictor):
+class RuntimePredictor(predictor_lib.Predictor):
   """A Predictor whose logits come from a TFLite / ONNX runtime."""
   run: Optional[Callable[[np.ndarray], np.ndarray]] = None
   path: str = ''
@@ -97,5 +85,5 @@ def load(path: str, *, pp: Optional[str] = None,
                      'pp=..., class_names=...)).')
   run = edge.predictor(edge.ARTIFACTS.get(_RUNTIME_OF[suffix]), path,
                        int(threads or os.cpu_count()))
-  return RuntimePredictor(model_config, None, None, predict.image_pp(pp), names,
+  return RuntimePredictor(model_config, None, None, predictor_lib.image_pp(pp), names,
                           run=run, path=path)

@@ -83,7 +83,9 @@ class StageKind:
   run: Callable[[Context], Dict[str, Any]]
   output: Callable[[str, str], str]       # (workdir, stage name) -> its main output
   # (settings, shared config, 'config.recipe.stages.NAME') -> raises if bad;
-  # runs before any stage does, so reads no data and compiles nothing.
+  # runs before any stage does, so reads no data and compiles nothing. It
+  # completes nested settings (report variants, a quant section) in place,
+  # once: `run` reads the completed fields.
   check: Callable[[Any, Any, str], None]
 
 
@@ -262,7 +264,6 @@ def _quantize(ctx: Context) -> Dict[str, Any]:
   from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   from vit_compress import calibration  # pylint: disable=g-import-not-at-top
   from vit_compress import transforms  # pylint: disable=g-import-not-at-top
-  from vit_compress.compress import quantize  # pylint: disable=g-import-not-at-top
   from vit_compress.evaluation import profiling  # pylint: disable=g-import-not-at-top
   where = f'stage {ctx.name!r} input'
   source = _saved_model(ctx.settings.input, where)
@@ -271,7 +272,7 @@ def _quantize(ctx: Context) -> Dict[str, Any]:
         'quantize the float model it came from.'))
   except ValueError as e:
     raise ValueError(f'Stage {ctx.name!r}: {e}') from None
-  qc = quantize.resolve(dict(to_dict(ctx.settings.quant), mode='ptq'))
+  qc = ctx.settings.quant   # completed by _check_quantize
   batches = None
   if qc.act_static:
     config = experiment_config(ctx.base, {'model': loaded.model_config})
@@ -291,7 +292,7 @@ def _check_quantize(settings, base, where: str) -> None:
   del base
   _check_input(settings, where)
   try:
-    quantize.resolve(dict(to_dict(settings.quant), mode='ptq'))
+    settings.quant = quantize.resolve(dict(to_dict(settings.quant), mode='ptq'))
   except ValueError as e:
     raise ValueError(f'{where}.quant: {e}') from None
 
@@ -378,7 +379,7 @@ def _timing_rounds(rows, measures, rounds: int, timing) -> None:
 
 def _check_report(settings, base, where: str) -> None:
   checked_experiment_config(base, settings.config, f'{where}.config')
-  variants(settings, where)
+  settings.variants = variants(settings, where)   # completed once: _report reads them
 
 
 def _report(ctx: Context) -> Dict[str, Any]:
@@ -392,7 +393,7 @@ def _report(ctx: Context) -> Dict[str, Any]:
                 min_run_s=s.min_run_s)
   rows, measures, reference = [], [], {}  # agreement: with the first variant
   reference_logits = []   # its logits per eval batch, made for the first edge row
-  for variant in variants(s, f'stage {ctx.name!r}'):
+  for variant in s.variants:   # completed by _check_report
     if variant.runtime != 'jax':
       if not reference_logits:
         teacher = jax.jit(reference['teacher'])

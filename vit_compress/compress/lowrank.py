@@ -34,6 +34,7 @@ import numpy as np
 
 from vit_compress import models
 from vit_compress import param_paths
+from vit_compress.models import families
 
 PyTree = Any
 
@@ -84,7 +85,7 @@ def factorize(params: PyTree, model_config: ml_collections.ConfigDict, *,
   picked (`ALL_REGEX` picks them all).
   Exactly one of `energy`, `ratio`, `rank` sets the ranks.
   """
-  if model_config.get('family') != 'vit':
+  if not families.lookup(model_config).lowrank:
     raise ValueError(f"Low-rank factorisation supports ViT models (family 'vit'), "
                      f'not {model_config.get("family")!r}.')
   check_rank_settings(energy, ratio, rank, 'factorize')

@@ -46,6 +46,7 @@ import numpy as np
 import qwix
 
 from vit_compress import models
+from vit_compress.models import families
 from vit_compress import qwix_private
 from vit_compress import param_paths
 from vit_compress import config_sections
@@ -125,9 +126,12 @@ def _check_choice(qc, key, choices):
     raise ValueError(f'config.quant.{key}={qc[key]!r}; valid: {list(choices)}.')
 
 
-def rules(quant_config) -> List[qwix.QtRule]:
-  """qwix rules, first match wins: the exclusions (float), then the quantized rule."""
-  qc = resolve(quant_config)
+def rules(qc: ml_collections.ConfigDict) -> List[qwix.QtRule]:
+  """qwix rules, first match wins: the exclusions (float), then the quantized rule.
+
+  `qc` is a completed quant section (`resolve`); the entry points (`quantize`,
+  `quantized_model`, `qat_model`, `params_from_storage`) complete theirs once.
+  """
   # qwix full-matches module paths; '.*(?:p).*' gives re.search semantics.
   search = lambda pattern: f'.*(?:{pattern}).*'
   out = [qwix.QtRule(module_path=search(p)) for p in qc.exclude]
@@ -153,7 +157,7 @@ def quantized_model(model_config: ml_collections.ConfigDict,
       raise ValueError('model_config has no quant section: it is not a quantized '
                        'model. Pass quant_config, or make one with quantize().')
   return qwix.quantize_model(models.build(model_config),
-                             qwix.PtqProvider(rules(quant_config)))
+                             qwix.PtqProvider(rules(resolve(quant_config))))
 
 
 def qat_model(model: nn.Module, quant_config) -> nn.Module:
@@ -164,12 +168,12 @@ def qat_model(model: nn.Module, quant_config) -> nn.Module:
   activation scales, apply it with `mutable=mutable_collections(quant_config)`
   and hand the collected 'quant_stats' to `quantize`.
   """
-  return qwix.quantize_model(model, qwix.QtProvider(rules(quant_config)))
+  return qwix.quantize_model(model, qwix.QtProvider(rules(resolve(quant_config))))
 
 
-def mutable_collections(quant_config) -> Tuple[str, ...]:
-  """Collections a QAT forward pass updates: qwix's running activation stats."""
-  qc = resolve(quant_config)
+def mutable_collections(qc: ml_collections.ConfigDict) -> Tuple[str, ...]:
+  """Collections a QAT forward pass updates: qwix's running activation stats
+  (`qc`: a completed quant section)."""
   return ('quant_stats',) if qc.act_static else ()
 
 
@@ -205,19 +209,19 @@ def _model_inputs(model_config, batch) -> Dict[str, Any]:
     raise ValueError(f"A calibration batch needs an 'image' entry; got keys "
                      f'{sorted(batch)}.')
   inputs = {'images': jnp.asarray(batch['image'])}
-  if model_config.get('family') == 'lit' and 'tokens' in batch:
+  if families.lookup(model_config).text_inputs and 'tokens' in batch:
     inputs['tokens'] = jnp.asarray(batch['tokens'])
   return inputs
 
 
 def calibrate(params: PyTree, model_config: ml_collections.ConfigDict,
-              batches: Iterable[Any], quant_config) -> PyTree:
+              batches: Iterable[Any], qc: ml_collections.ConfigDict) -> PyTree:
   """qwix 'quant_stats' (running activation statistics) over calibration batches.
 
   The pass runs the fake-quantized model (qwix's QT provider), so each layer's
-  statistics see the quantized layers before it, as at inference.
+  statistics see the quantized layers before it, as at inference. `qc`: a
+  completed quant section (`resolve`).
   """
-  qc = resolve(quant_config)
   if qc.calibration == 'percentile':
     provider = _PercentileQtProvider(rules(qc), qc.percentile)
   else:
@@ -257,17 +261,17 @@ def calibrate(params: PyTree, model_config: ml_collections.ConfigDict,
 
 
 # ------------------------------------------------------------------------ PTQ
-def _abstract_params(model_config, quant_config) -> PyTree:
+def _abstract_params(model_config, qc: ml_collections.ConfigDict) -> PyTree:
   """The PTQ model's parameter shapes (qwix's templates with how to quantize)."""
-  provider = qwix.PtqProvider(rules(quant_config))
+  quant_rules = rules(qc)
+  provider = qwix.PtqProvider(quant_rules)
   model = qwix.quantize_model(models.build(model_config), provider)
   inputs = models.example_inputs(model_config, 1)
   shapes = jax.eval_shape(model.init, jax.random.key(0), **inputs)['params']
-  qc = resolve(quant_config)
   # Quantizing rules are those with op_names; the others are exclusions. One
   # of them must match (a ViT's only conv, the patch embedding, stays float).
   quantizing = lambda rs: sum(bool(rule.op_names) for rule in rs)
-  if quantizing(provider.get_unused_rules()) == quantizing(rules(quant_config)):
+  if quantizing(provider.get_unused_rules()) == quantizing(quant_rules):
     kernels = [p.rsplit('/', 1)[0] for p in param_paths.path_names(shapes)
                if p.endswith('/kernel')]
     raise ValueError(
@@ -470,4 +474,5 @@ def load_quantized(directory: str
 def params_from_storage(stored: PyTree, model_config: ml_collections.ConfigDict
                         ) -> PyTree:
   """The PTQ model's parameters from `to_storage`'s arrays and its config."""
-  return from_storage(stored, _abstract_params(model_config, model_config.quant))
+  return from_storage(stored, _abstract_params(model_config,
+                                               resolve(model_config.quant)))

@@ -116,15 +116,12 @@ def encoders(config) -> List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]:
   """The transformer encoders a model config builds, in order: (parameter
   prefix, heads per layer, MLP width per layer). A ViT has one, 'Transformer';
   MobileViT one per MobileViT block, 'stages_{s}_{i}/Transformer'."""
-  family = config.get('family')
-  if family not in model_families.FAMILIES:
-    return []
-  return model_families.get(family).encoders(config)
+  return model_families.lookup(config).encoders(config)
 
 
 def _check_config(families: List[GroupFamily], config) -> None:
   """The parameters must be the ones this ViT or MobileViT config builds."""
-  vit = config.get('family') == 'vit'
+  vit = not model_families.lookup(config).layer_widths   # the config's wording
   for encoder, heads, mlp in encoders(config):
     mine = [f for f in families if f.encoder == encoder]
     found = sorted({f.layer for f in mine})
@@ -303,7 +300,7 @@ def shrink(params, masks, model_config: ml_collections.ConfigDict
   heads = {e: tuple(len(blocks[b]['heads']) for b in bs) for e, bs in kept.items()}
   mlp = {e: tuple(len(blocks[b]['neurons']) for b in bs) for e, bs in kept.items()}
   d = model_config.to_dict()  # a new ConfigDict: the old one's fields are type-locked
-  if family == 'mobilevit':
+  if model_families.lookup(model_config).layer_widths:
     d['transformer_depths'] = tuple(
         len(kept.get(f'stages_{s}_{model_config.depths[s]}/Transformer', ()))
         for s in range(len(model_config.widths)))

@@ -9,8 +9,11 @@ family decides: which keyword inputs its call takes (LiT adds 'tokens'),
 whether it has a class head of `num_classes` (two-tower models embed
 instead, and are scored zero-shot), where its image tower's config is, how
 long the encoder's token sequence is, and which transformer encoders it
-builds (what structured pruning and shrink work on). Nothing outside this
-module tests a family's name; a new family registers one adapter.
+builds (what structured pruning and shrink work on), and which transforms
+and exports apply to it (token merging, low-rank, shrink on export, where
+shrink records the kept widths). Nothing outside this module tests a
+family's name; a new family registers one adapter, and `lookup` gives a
+config of no registered family every field's default (a plain classifier).
 """
 import dataclasses
 import math
@@ -49,6 +52,23 @@ class Family:
   encoders: Callable[[Any], Encoders] = _no_encoders
   # config -> whether `structure.shrink` can remove its heads/neurons/layers.
   shrinkable: Callable[[Any], bool] = lambda config: False
+  # True: `structure.shrink` records the kept widths per layer at the top of
+  # the config (`layer_heads`, `layer_mlp_dims`, `transformer_depths`:
+  # MobileViT); False: in `transformer.{num_heads, mlp_dim, num_layers}` (ViT).
+  layer_widths: bool = False
+  # `tome_r` (token merging between encoder blocks) applies to its encoder.
+  token_merging: bool = False
+  # `lowrank.factorize` can factorise its encoder's kernels.
+  lowrank: bool = False
+  # `export.export_artifact` shrinks it (drops masked heads/neurons) before
+  # quantizing; other families are quantized as they are.
+  export_shrinks: bool = False
+
+  @property
+  def zero_shot(self) -> bool:
+    """Scored zero-shot: class names come with each call, matched against its
+    text tower, and the model records none of its own (LiT)."""
+    return self.eval_kind == 'zero_shot'
 
   def inputs(self, batch, image_key: str = 'image') -> Dict[str, Any]:
     """Keyword arguments of the model's call, taken from a batch dict."""
@@ -97,10 +117,26 @@ def of(config) -> Family:
   return FAMILIES.get(config.family)
 
 
+def lookup(config) -> Family:
+  """`of(config)`, or PLAIN when the config names no registered family: every
+  field at its default, so a hand-built config is checked as a plain image
+  classifier that no family-specific transform applies to."""
+  name = config.get('family')
+  return FAMILIES.get(name) if name in FAMILIES else PLAIN
+
+
 def can_shrink(config) -> bool:
   """Whether `structure.shrink` removes this model's heads, neurons, layers."""
-  family = config.get('family')
-  return family in FAMILIES and FAMILIES.get(family).shrinkable(config)
+  return lookup(config).shrinkable(config)
+
+
+def _unregistered_tokens(config, shapes) -> int:
+  del shapes
+  raise ValueError(f'No model family {config.get("family")!r} is registered; '
+                   f'known: {", ".join(FAMILIES.names())}.')
+
+
+PLAIN = Family('(no registered family)', num_tokens=_unregistered_tokens)
 
 
 # ---------------------------------------------------------------- the families
@@ -117,7 +153,8 @@ def _vit_encoders(config) -> Encoders:
 
 
 _add(Family('vit', num_tokens=_vit_tokens, encoders=_vit_encoders,
-            shrinkable=lambda config: 'transformer' in config))
+            shrinkable=lambda config: 'transformer' in config,
+            token_merging=True, lowrank=True, export_shrinks=True))
 
 
 def _mixer_tokens(config, shapes) -> int:
@@ -145,7 +182,8 @@ def _mobilevit_encoders(config) -> Encoders:
 
 
 _add(Family('mobilevit', num_tokens=_mobilevit_tokens,
-            encoders=_mobilevit_encoders, shrinkable=lambda config: True))
+            encoders=_mobilevit_encoders, shrinkable=lambda config: True,
+            layer_widths=True))
 
 
 def _lit_tokens(config, shapes) -> int:
