@@ -3,12 +3,12 @@
 Every stage's output is one of two things on disk, each carrying the model
 config that rebuilds it (so loading needs no training config and no pickle):
 
-  a saved model directory          (checkpoint.save_model)
-    model_config.json              checkpoint.CONFIG_FILE: the model config,
+  a saved model directory          (checkpoint_files.save_model)
+    model_config.json              checkpoint_files.CONFIG_FILE: the model config,
                                    with a `quant` section when quantized
-    params/                        checkpoint.PARAMS_DIR: orbax arrays (a
+    params/                        checkpoint_files.PARAMS_DIR: orbax arrays (a
                                    quantized model's integers and scales)
-    extra.json                     checkpoint.EXTRA_FILE: optional metadata
+    extra.json                     checkpoint_files.EXTRA_FILE: optional metadata
   a compact one-file artifact      FILE.npz (compress.compact)
 
 An exported file (a vit_jax .npz, a .tflite, an .onnx) keeps its model config
@@ -16,7 +16,7 @@ beside it, in FILE.model_config.json (`sidecar_path`; predict reads its
 `inference` record: the eval pp and the class names).
 
 A training workdir (or a recipe stage's directory) keeps its saved model in
-`checkpoint.MODEL_SUBDIR` ('model'); its root holds a model_config.json of its
+`checkpoint_files.MODEL_SUBDIR` ('model'); its root holds a model_config.json of its
 own (the workdir's identity, `workdir.check_identity`) but no params/, so a
 root is resolved to its model here rather than read as one.
 
@@ -38,10 +38,10 @@ from absl import logging
 import ml_collections
 import tensorflow as tf
 
-from vit_compress import checkpoint
+from vit_compress import checkpoint_files
 
 PyTree = Any
-MODEL_SUBDIR = checkpoint.MODEL_SUBDIR
+MODEL_SUBDIR = checkpoint_files.MODEL_SUBDIR
 COMPACT_SUFFIX = '.npz'
 SIDECAR_SUFFIX = '.model_config.json'   # FILE.npz / .tflite / .onnx -> its config
 
@@ -91,7 +91,7 @@ def write_sidecar(path: str, model_config: ml_collections.ConfigDict) -> str:
   """Writes `model_config` (with its `inference` record) beside `path`."""
   target = sidecar_path(path)
   with tf.io.gfile.GFile(target, 'w') as f:
-    f.write(json.dumps(checkpoint.config_to_json(model_config), indent=2,
+    f.write(json.dumps(checkpoint_files.config_to_json(model_config), indent=2,
                        sort_keys=True))
   return target
 
@@ -122,7 +122,7 @@ def resolve(path: str, key: str = 'path') -> str:
     raise ArtifactNotFoundError(
         f'{key}={path!r} is a file, not a saved model directory: give the '
         f'directory training wrote (WORKDIR/{MODEL_SUBDIR}).')
-  found = checkpoint.find_model_dir(path)
+  found = checkpoint_files.find_model_dir(path)
   if found and found != path:
     logging.info('%s=%s is a training workdir: using its model, %s.', key, path,
                  found)
@@ -130,7 +130,7 @@ def resolve(path: str, key: str = 'path') -> str:
     return found
   raise ArtifactNotFoundError(
       f'{key}={path!r} is a directory but not a saved model (no '
-      f'{checkpoint.CONFIG_FILE} beside {checkpoint.PARAMS_DIR}/), nor a '
+      f'{checkpoint_files.CONFIG_FILE} beside {checkpoint_files.PARAMS_DIR}/), nor a '
       f'workdir with a finished {MODEL_SUBDIR}/: give WORKDIR/{MODEL_SUBDIR} '
       'of a finished run.')
 
@@ -152,7 +152,7 @@ def _locate(path: str, key: str) -> Tuple[str, bool]:
 def _wrong_file(path: str, key: str) -> ArtifactNotFoundError:
   if path.endswith(COMPACT_SUFFIX):
     hint = ('it is an .npz without a compact artifact\'s index (a vit_jax or '
-            'big_vision checkpoint?): load it with checkpoint.load_npz(path, '
+            'big_vision checkpoint?): load it with checkpoint_files.load_npz(path, '
             'zoo.get(NAME)), or predict --model_name=NAME')
   elif path.endswith(('.tflite', '.onnx')):
     hint = ('TFLite and ONNX files run in their own runtimes '
@@ -183,7 +183,7 @@ def load(path: str, *, key: str = 'path', tome_r: int = 0,
   if one_file:
     _, params, model_config = compact.load(path)
   else:
-    model_config, params, extra = checkpoint.load_model(path, with_extra=True)
+    model_config, params, extra = checkpoint_files.load_model(path, with_extra=True)
     if is_quantized(model_config):
       params = quantize.params_from_storage(params, model_config)
   if tome_r:  # token merging needs no training: set it and run
@@ -202,7 +202,7 @@ def read_config(path: str, key: str = 'path') -> ml_collections.ConfigDict:
   path, one_file = _locate(path, key)
   if one_file:
     return compact.read_config(path)
-  return checkpoint.read_model_config(os.path.join(path, checkpoint.CONFIG_FILE))
+  return checkpoint_files.read_model_config(os.path.join(path, checkpoint_files.CONFIG_FILE))
 
 
 def save(path: str, params: PyTree, model_config: ml_collections.ConfigDict, *,
@@ -222,5 +222,5 @@ def save(path: str, params: PyTree, model_config: ml_collections.ConfigDict, *,
   if is_quantized(model_config):
     return quantize.save_quantized(path, params, model_config, overwrite=overwrite,
                                    extra=extra)
-  checkpoint.save_model(path, params, model_config, extra=extra, overwrite=overwrite)
+  checkpoint_files.save_model(path, params, model_config, extra=extra, overwrite=overwrite)
   return None

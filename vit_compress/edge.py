@@ -10,7 +10,7 @@ ONNX float, dynamic int8 and static QDQ int8), then
 
   checks each in its own interpreter (LiteRT, ONNX Runtime) against the JAX
   model it came from: top-1 agreement and relative logit error on the eval
-  split of the dataset the model records (`checkpoint.recorded_data`, or
+  split of the dataset the model records (`checkpoint_files.recorded_data`, or
   `dataset=`), else on random images in [-1, 1] (the manifest says which);
   times each at the input shape: warm-up, then the median of `rounds`
   interleaved rounds (each artifact once per round, so load from other
@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 
 from vit_compress import artifact as artifact_lib
-from vit_compress import checkpoint
+from vit_compress import checkpoint_files
 from vit_compress import models
 from vit_compress import onnx_export
 from vit_compress import tflite
@@ -135,7 +135,7 @@ def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = No
                    ) -> ml_collections.ConfigDict:
   """The model config `model` names, read without loading weights (for early checks)."""
   model = os.fspath(model)
-  directory = checkpoint.find_model_dir(model)
+  directory = checkpoint_files.find_model_dir(model)
   if directory:
     return artifact_lib.read_config(directory)
   if model.endswith('.npz'):
@@ -150,7 +150,7 @@ def resolve_config(model: str, size: int, *, checkpoint_path: Optional[str] = No
       return ml_collections.ConfigDict(json.load(f))
   if os.path.sep in model or os.path.exists(model):
     raise FileNotFoundError(f'{model} is neither a saved model directory (with '
-                            f'{checkpoint.CONFIG_FILE}), a workdir holding model/, '
+                            f'{checkpoint_files.CONFIG_FILE}), a workdir holding model/, '
                             'nor an .npz file.')
   overrides = {'image_size': size}
   if random_init and checkpoint_path is None:
@@ -172,18 +172,18 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
   """(float model config, float params, info): info has 'source', 'dataset'."""
   config = resolve_config(model, size, checkpoint_path=checkpoint_path,
                           random_init=random_init, num_classes=num_classes)
-  directory = checkpoint.find_model_dir(os.fspath(model))
+  directory = checkpoint_files.find_model_dir(os.fspath(model))
   info = {'source': os.fspath(model), 'dataset': None}
   if directory:
     loaded = artifact_lib.load(directory)
     info.update(source=directory,
-                dataset=checkpoint.recorded_data(loaded.model_config).get('dataset'))
+                dataset=checkpoint_files.recorded_data(loaded.model_config).get('dataset'))
     if loaded.quantized:
       loaded = loaded.dequantized()
       info['dequantized'] = True   # int8 weights times scales: exported as float
     config, params = loaded.model_config, loaded.params
   elif os.fspath(model).endswith('.npz'):
-    params = checkpoint.load_npz(model, config)
+    params = checkpoint_files.load_npz(model, config)
   else:
     init = jax.device_get(jax.jit(lambda k: models.init(config, k))(jax.random.key(0)))
     if checkpoint_path is None:
@@ -193,7 +193,7 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
       info['random_init'] = True
       params = init
     else:
-      params = checkpoint.load_pretrained(checkpoint_path, config, init)
+      params = checkpoint_files.load_pretrained(checkpoint_path, config, init)
       info['checkpoint'] = os.fspath(checkpoint_path)
       info['dataset'] = _recorded_dataset(checkpoint_path)
   if int(config.image_size) != size:
@@ -204,12 +204,12 @@ def load(model: str, size: int, *, checkpoint_path: Optional[str] = None,
 
 
 def _recorded_dataset(path) -> Optional[str]:
-  directory = checkpoint.find_model_dir(os.fspath(path))
+  directory = checkpoint_files.find_model_dir(os.fspath(path))
   if not directory:
     return None
-  model_config = checkpoint.read_model_config(
-      os.path.join(directory, checkpoint.CONFIG_FILE))
-  return checkpoint.recorded_data(model_config).get('dataset')
+  model_config = checkpoint_files.read_model_config(
+      os.path.join(directory, checkpoint_files.CONFIG_FILE))
+  return checkpoint_files.recorded_data(model_config).get('dataset')
 
 
 def _data_config(model_config, dataset: str, data_config=None):

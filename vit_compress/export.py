@@ -13,7 +13,7 @@ reads the saved model `{workdir}/model` (what training writes; `--model_dir`
 names another) and writes into `{workdir}/export/`:
 
   npz          model.npz in vit_jax's layout (pre-Linen names), read back by
-               `checkpoint.load_npz`, with model.model_config.json beside it
+               `checkpoint_files.load_npz`, with model.model_config.json beside it
                (a pruned model's per-layer widths are not in the file names);
   artifact     artifact/: pruned heads, neurons and layers removed (`shrink`,
                from the zeros that pruning left), then weights quantized
@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from vit_compress import artifact
 from vit_compress import calibration as calibration_lib
-from vit_compress import checkpoint
+from vit_compress import checkpoint_files
 from vit_compress import cli
 from vit_compress import models
 from vit_compress import tflite
@@ -51,7 +51,7 @@ from vit_compress.compress import structure
 from vit_compress.evaluation import profiling
 from vit_compress.models import families
 
-MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
+MODEL_SUBDIR = checkpoint_files.MODEL_SUBDIR   # re-exported: checkpoint_files.py holds the layout
 EXPORT_SUBDIR = 'export'
 SUMMARY_FILE = 'summary.json'
 FORMATS = ('npz', 'artifact', 'tflite', 'tflite_int8')
@@ -60,7 +60,7 @@ FORMATS = ('npz', 'artifact', 'tflite', 'tflite_int8')
 # ------------------------------------------------------------------ reading
 def find_saved_model(workdir: str) -> str:
   """The saved-model directory in a workdir (or the workdir itself)."""
-  found = checkpoint.find_model_dir(workdir)
+  found = checkpoint_files.find_model_dir(workdir)
   if found:
     return found
   raise FileNotFoundError(
@@ -80,11 +80,11 @@ def load_float_model(model_dir: str):
 # -------------------------------------------------------------------- npz
 def export_npz(model_config: ml_collections.ConfigDict, params, path: str) -> Dict[str, Any]:
   """Writes the vit_jax .npz and its model config; checks it reads back equal."""
-  checkpoint.export_npz(path, params)
+  checkpoint_files.export_npz(path, params)
   config_path = artifact.sidecar_path(path)
   with tf.io.gfile.GFile(config_path, 'w') as f:
     f.write(model_config.to_json(indent=2))
-  loaded = checkpoint.load_npz(path, model_config)
+  loaded = checkpoint_files.load_npz(path, model_config)
   worst = max(float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
               for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)))
   if worst > 0:
@@ -274,7 +274,7 @@ def run_optimized(model: str, input_shape: Sequence[str], output_path: str,
   return cli.report(work, verbose)
 
 
-# What a saved model records about its data (`checkpoint.recorded_data`), which
+# What a saved model records about its data (`checkpoint_files.recorded_data`), which
 # export scores on unless --config says otherwise.
 RECORDED_DATA_KEYS = ('dataset', 'data_dir', 'train_split', 'eval_split', 'pp_eval')
 
@@ -287,8 +287,8 @@ def config_for(model_dir: str, config=None) -> ml_collections.ConfigDict:
   if config is not None:
     return ml_collections.ConfigDict(config_schema.complete(config).to_dict())
   config = ml_collections.ConfigDict(config_schema.defaults().to_dict())
-  path = os.path.join(model_dir, checkpoint.CONFIG_FILE)
-  recorded = checkpoint.recorded_data(checkpoint.read_model_config(path))
+  path = os.path.join(model_dir, checkpoint_files.CONFIG_FILE)
+  recorded = checkpoint_files.recorded_data(checkpoint_files.read_model_config(path))
   for key in RECORDED_DATA_KEYS:
     if recorded.get(key) is not None:
       config[key] = recorded[key]

@@ -44,15 +44,15 @@ image_pp = predictor_lib.image_pp
 def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
   """(model_config, params) of an .npz: our sidecar config, or a zoo name."""
   from vit_compress import artifact  # pylint: disable=g-import-not-at-top
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import checkpoint_files  # pylint: disable=g-import-not-at-top
   from vit_compress import zoo  # pylint: disable=g-import-not-at-top
   from vit_compress.models import families  # pylint: disable=g-import-not-at-top
   sidecar = artifact.sidecar_path(path)
   if tf.io.gfile.exists(sidecar):
-    model_config = checkpoint.read_model_config(sidecar)
+    model_config = checkpoint_files.read_model_config(sidecar)
   elif model_name:
     model_config = zoo.get(model_name)
-    flat = checkpoint.read_npz(path)
+    flat = checkpoint_files.read_npz(path)
     head = next((v for k, v in flat.items() if k.split('/')[-2:] == ['head', 'bias']),
                 None)
     if head is not None and families.of(model_config).class_head:
@@ -65,7 +65,7 @@ def _npz_model(path: str, model_name: Optional[str], image_size: Optional[int]):
   if families.lookup(model_config).text_inputs and not model_config.get('tokenizer_model'):
     from vit_compress.data import tokenizers  # pylint: disable=g-import-not-at-top
     model_config.tokenizer_model = tokenizers.vocab_beside(path, model_config.tokenizer)
-  return model_config, checkpoint.load_npz(path, model_config)
+  return model_config, checkpoint_files.load_npz(path, model_config)
 
 
 def load(path: str, *, model_name: Optional[str] = None,
@@ -73,7 +73,7 @@ def load(path: str, *, model_name: Optional[str] = None,
          class_names: Optional[Sequence[str]] = None) -> Predictor:
   """A Predictor for an artifact; `pp` / `class_names` replace what it records."""
   from vit_compress import artifact  # pylint: disable=g-import-not-at-top
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import checkpoint_files  # pylint: disable=g-import-not-at-top
   from vit_compress import models  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   if tf.io.gfile.isdir(path) or artifact.is_compact(path):
@@ -91,7 +91,7 @@ def load(path: str, *, model_name: Optional[str] = None,
                             '(model_config.json + params/), an .npz, a .tflite '
                             'nor an .onnx file.')
   from vit_compress.models import families  # pylint: disable=g-import-not-at-top
-  recorded = checkpoint.recorded_data(model_config)
+  recorded = checkpoint_files.recorded_data(model_config)
   pp = pp or recorded.get('pp_eval')
   names = tuple(class_names or recorded.get('class_names') or ())
   needs_names = not families.lookup(model_config).zero_shot

@@ -7,7 +7,7 @@ A TFLite or ONNX file holds the graph only (images in, logits out). What it
 needs besides, the eval preprocessing and the class names, is the model
 config that export writes beside it: `<file stem>.model_config.json` (the
 convention of our `.npz` export), whose `inference` record is the one a
-saved model carries (`checkpoint.recorded_data`). `export_tflite` and
+saved model carries (`checkpoint_files.recorded_data`). `export_tflite` and
 `edge.export_optimized` write it for every file they write.
 
 Invariant: the logits are the runtime's (LiteRT / ONNX Runtime, through
@@ -58,7 +58,7 @@ def load(path: str, *, pp: Optional[str] = None,
          class_names: Optional[Sequence[str]] = None,
          threads: Optional[int] = None) -> RuntimePredictor:
   """A RuntimePredictor for a .tflite / .onnx file and its sidecar config."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import checkpoint_files  # pylint: disable=g-import-not-at-top
   from vit_compress import edge  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   suffix = os.path.splitext(path)[1]
@@ -69,8 +69,8 @@ def load(path: str, *, pp: Optional[str] = None,
   sidecar = sidecar_path(path)
   model_config: Any = ml_collections.ConfigDict()
   if tf.io.gfile.exists(sidecar):
-    model_config = checkpoint.read_model_config(sidecar)
-  recorded = checkpoint.recorded_data(model_config)
+    model_config = checkpoint_files.read_model_config(sidecar)
+  recorded = checkpoint_files.recorded_data(model_config)
   pp = pp or recorded.get('pp_eval')
   names = tuple(class_names or recorded.get('class_names') or ())
   if not pp or not names:

@@ -58,12 +58,12 @@ from absl import logging
 import ml_collections
 import numpy as np
 
-from vit_compress import checkpoint
+from vit_compress import checkpoint_files
 from vit_compress.config_sections import to_dict
 from vit_compress.config_sections import with_defaults
 from vit_compress.registry import Registry
 
-MODEL_SUBDIR = checkpoint.MODEL_SUBDIR   # re-exported: checkpoint.py holds the layout
+MODEL_SUBDIR = checkpoint_files.MODEL_SUBDIR   # re-exported: checkpoint_files.py holds the layout
 _SECTIONS_REPLACED_WHOLE = ('model',)  # a model override is a whole model
 
 
@@ -148,7 +148,7 @@ def _model_of_init_from(config, overrides) -> None:
   if ('model' in to_dict(overrides) or not init_from
       or any(v is not None for k, v in to_dict(config.get('student_init')).items()
              if k in ('layers', 'num_heads', 'mlp_dim'))
-      or not checkpoint.find_model_dir(init_from)):
+      or not checkpoint_files.find_model_dir(init_from)):
     return
   from vit_compress import artifact  # pylint: disable=g-import-not-at-top
   config.model = artifact.read_config(init_from, 'init_from')
@@ -181,7 +181,7 @@ def _import(ctx: Context) -> Dict[str, Any]:
   model_config = zoo.get(settings.model)
   model_config.image_size = settings.image_size or ctx.base.model.image_size
   model_config.num_classes = settings.num_classes
-  params = checkpoint.load_npz(settings.checkpoint, model_config)
+  params = checkpoint_files.load_npz(settings.checkpoint, model_config)
   out = _in_model_subdir(ctx.workdir, ctx.name)
   artifact.save(out, params, model_config,
                 extra={'imported_from': settings.checkpoint}, overwrite=True)

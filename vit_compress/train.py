@@ -34,7 +34,7 @@ import numpy as np
 import optax
 import tensorflow as tf
 
-from vit_compress import checkpoint
+from vit_compress import checkpoint_files
 from vit_compress import data
 from vit_compress import evaluation
 from vit_compress import config_schema
@@ -140,7 +140,7 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
   tc = config.teacher
   path = _model_path(tc.checkpoint, 'config.teacher.checkpoint')
   if tf.io.gfile.isdir(path):
-    model_config, params = checkpoint.load_model(path)
+    model_config, params = checkpoint_files.load_model(path)
     if tc.model and zoo.canonical_name(tc.model) != model_config.get('name'):
       raise ValueError(f'config.teacher.model={tc.model!r} but the saved model '
                        f'{path} is a {model_config.get("name")!r}: name '
@@ -153,7 +153,7 @@ def load_teacher(config, mesh) -> Optional[Teacher]:
     model_config = zoo.get(tc.model)
     model_config.num_classes = config.model.num_classes
     model_config.image_size = config.model.image_size
-    params = checkpoint.load_npz(path, model_config)
+    params = checkpoint_files.load_npz(path, model_config)
   _check_teacher_fits(config, model_config, tc.checkpoint)
   rules = config.sharding_rules
   params = jax.device_put(params, sharding.param_shardings(params, mesh, rules))
@@ -555,7 +555,7 @@ def _save_final_model(config, workdir, state, eval_metrics, info):
         _to_host(state['masks']), params)
   model_config = ml_collections.ConfigDict(config.model.to_dict(), type_safe=False)
   model_config.inference = inference_section(config, info)
-  checkpoint.save_model(os.path.join(workdir, checkpoint.MODEL_SUBDIR), params,
+  checkpoint_files.save_model(os.path.join(workdir, checkpoint_files.MODEL_SUBDIR), params,
                         model_config, extra=extra, overwrite=True)
 
 
@@ -587,7 +587,7 @@ def _init_from_checkpoint(config, state, state_shardings):
   """Starts the student from a pretrained checkpoint (posemb resized, head reset)."""
   path = _model_path(config.init_from, 'config.init_from')
   params = _to_host(state['params'])  # on every process
-  loaded = checkpoint.load_pretrained(path, config.model, params,
+  loaded = checkpoint_files.load_pretrained(path, config.model, params,
                                       into=config.init_into)
   state = dict(state)
   state['params'] = jax.device_put(loaded, state_shardings['params'])
@@ -599,12 +599,12 @@ def _student_from_teacher(config, mesh):
   """`config.student_init`: the model config and first parameters, taken from
   the init_from teacher (`compress.student_init`); config.model is replaced."""
   _require_exists(config.init_from, 'config.init_from')
-  if not checkpoint.find_model_dir(config.init_from):  # a workdir: its model/
+  if not checkpoint_files.find_model_dir(config.init_from):  # a workdir: its model/
     raise ValueError(f'config.init_from={config.init_from!r} is not a saved model '
                      'directory (workdir/model); config.student_init needs the '
                      "teacher's model config that one carries.")
-  teacher_config, teacher_params = checkpoint.load_model(
-      checkpoint.find_model_dir(config.init_from))
+  teacher_config, teacher_params = checkpoint_files.load_model(
+      checkpoint_files.find_model_dir(config.init_from))
   spec = config.student_init
   scores = None
   if spec.criterion == 'taylor':

@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from vit_compress import checkpoint
+from vit_compress import checkpoint_files
 from vit_compress import models
 from vit_compress import param_paths
 from vit_compress.compress import quantize
@@ -66,7 +66,7 @@ def save(path: str, params: PyTree, model_config: ml_collections.ConfigDict
   blob_of = {dtype: f'blob{i}' for i, dtype in enumerate(blobs)}
   for entry in index:
     entry['blob'] = blob_of[entry['dtype']]
-  meta = json.dumps({'config': checkpoint.config_to_json(model_config),
+  meta = json.dumps({'config': checkpoint_files.config_to_json(model_config),
                      'index': index}, separators=(',', ':'))
   arrays[_META] = np.frombuffer(zlib.compress(meta.encode(), 9), np.uint8)
   buffer = io.BytesIO()
@@ -103,7 +103,7 @@ def is_compact(path: str) -> bool:
 def read_config(path: str) -> ml_collections.ConfigDict:
   """The model config a compact artifact carries, without its arrays."""
   with _open(path) as data:
-    return checkpoint.config_from_json(_meta(data, path)['config'])
+    return checkpoint_files.config_from_json(_meta(data, path)['config'])
 
 
 def load(path: str) -> Tuple[Any, PyTree, ml_collections.ConfigDict]:
@@ -111,7 +111,7 @@ def load(path: str) -> Tuple[Any, PyTree, ml_collections.ConfigDict]:
   with _open(path) as data:
     meta = _meta(data, path)
     arrays = {k: data[k] for k in data.files if k != _META}
-  model_config = checkpoint.config_from_json(meta['config'])
+  model_config = checkpoint_files.config_from_json(meta['config'])
   flat = {}
   for e in meta['index']:
     size = int(np.prod(e['shape'], dtype=np.int64))

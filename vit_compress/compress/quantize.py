@@ -447,12 +447,12 @@ def save_quantized(directory: str, qparams: PyTree,
   """Writes the integer parameters and the model config (with `quant`); returns
   `size_report(qparams)`, which is also saved in the artifact's extra metadata
   (beside `extra`, under 'quantization')."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
+  from vit_compress import checkpoint_files  # pylint: disable=g-import-not-at-top
   if model_config.get('quant') is None:
     raise ValueError('save_quantized needs the model config returned by '
                      'quantize() (it carries the quant section).')
   report = size_report(qparams)
-  checkpoint.save_model(directory, to_storage(qparams), model_config,
+  checkpoint_files.save_model(directory, to_storage(qparams), model_config,
                         extra={**(extra or {}), 'quantization': report},
                         overwrite=overwrite)
   return report
@@ -462,8 +462,8 @@ def load_quantized(directory: str
                    ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
   """(PTQ module, integer parameters, model config) from a `save_quantized`
   directory. `artifact.load` reads this and every other kind of artifact."""
-  from vit_compress import checkpoint  # pylint: disable=g-import-not-at-top
-  model_config, stored = checkpoint.load_model(directory)
+  from vit_compress import checkpoint_files  # pylint: disable=g-import-not-at-top
+  model_config, stored = checkpoint_files.load_model(directory)
   if model_config.get('quant') is None:
     raise ValueError(f'{directory} holds a float model (its config has no quant '
                      'section); load it with artifact.load.')

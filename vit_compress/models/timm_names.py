@@ -2,7 +2,7 @@
 
 Invariant: `to_ours` is a bijection between timm 1.0's `mobilevit_*` state-dict
 entries (minus the `num_batches_tracked` counters) and the parameters of
-`models.mobilevit.MobileViT`; checkpoint.load_timm fits the result to the
+`models.mobilevit.MobileViT`; checkpoint_files.load_timm fits the result to the
 model and names whatever does not fit. Layout changes:
 
 - conv weights OIHW -> HWIO (depthwise: (C, 1, k, k) -> (k, k, 1, C));
