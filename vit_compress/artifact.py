@@ -152,7 +152,7 @@ def _locate(path: str, key: str) -> Tuple[str, bool]:
 def _wrong_file(path: str, key: str) -> ArtifactNotFoundError:
   if path.endswith(COMPACT_SUFFIX):
     hint = ('it is an .npz without a compact artifact\'s index (a vit_jax or '
-            'big_vision checkpoint?): load it with checkpoint_files.load_npz(path, '
+            'big_vision checkpoint?): load it with checkpoint.load_npz(path, '
             'zoo.get(NAME)), or predict --model_name=NAME')
   elif path.endswith(('.tflite', '.onnx')):
     hint = ('TFLite and ONNX files run in their own runtimes '
