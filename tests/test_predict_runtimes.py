@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.predict_run import eval_labels
 from tests.helpers.train_helpers import REPO, subprocess_env
+from vit_compress import artifact
 from vit_compress import checkpoint
 from vit_compress import edge
 from vit_compress import export
@@ -50,7 +51,7 @@ def _expected(model_dir, images):
 def test_tflite_cli_labels_are_the_eval_modules(digits_run, tflite_file):
   model_dir, files, images, _ = digits_run
   _, expected, probs = _expected(model_dir, images)
-  assert os.path.exists(predict_runtime.sidecar_path(tflite_file))
+  assert os.path.exists(artifact.sidecar_path(tflite_file))
   out = _cli(f'--model={tflite_file}', '--top_k=2', *files)
   assert out.returncode == 0, out.stderr
   lines = [l for l in out.stdout.splitlines() if l.startswith(tuple(files))]

@@ -25,10 +25,6 @@ import tensorflow as tf
 from vit_compress import artifact
 from vit_compress import predictor as predictor_lib
 
-# Where an exported file's config lives is the artifact layout's (one home).
-SIDECAR_SUFFIX = artifact.SIDECAR_SUFFIX
-sidecar_path = artifact.sidecar_path
-write_sidecar = artifact.write_sidecar
 # The edge artifact whose runtime runs a file of each suffix (any precision:
 # the runtimes read a file's own input and output quantization).
 _RUNTIME_OF = {'.tflite': 'tflite_float', '.onnx': 'onnx_float'}
@@ -66,7 +62,7 @@ def load(path: str, *, pp: Optional[str] = None,
     raise ValueError(f'{path}: predict runs {list(SUFFIXES)} files in their runtimes.')
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f'No file {path}.')
-  sidecar = sidecar_path(path)
+  sidecar = artifact.sidecar_path(path)   # the artifact layout's one home
   model_config: Any = ml_collections.ConfigDict()
   if tf.io.gfile.exists(sidecar):
     model_config = checkpoint_files.read_model_config(sidecar)
