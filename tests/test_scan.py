@@ -76,6 +76,32 @@ def test_same_init_logits_and_gradients(overrides):
   _assert_trees_close(grads(scanned), grads(config), **_TOL)
 
 
+def test_the_trainers_forward_and_gradients_match_unrolled():
+  """`train.model_outputs` applies the model with mutable collections
+  (BatchNorm statistics while training; intermediates for feature
+  distillation), which flax's map_variables once took for an init."""
+  from vit_compress import train  # pylint: disable=g-import-not-at-top
+  config, scanned = _pair()
+  params, images = _perturbed(config), _images(config)
+  batch = {'image': images}
+
+  def loss(c, capture=()):
+    module = models.build(c)
+    def f(p):
+      out = train.model_outputs(module, c, p, batch, train=True, capture=capture)
+      return optax.softmax_cross_entropy_with_integer_labels(
+          out['logits'], jnp.arange(4)).mean()
+    return jax.jit(jax.value_and_grad(f))(params)
+
+  (value, grads), (value_scan, grads_scan) = loss(config), loss(scanned)
+  assert value > 0.1
+  np.testing.assert_allclose(value_scan, value, **_TOL)
+  _assert_trees_close(grads_scan, grads, **_TOL)
+  out = train.model_outputs(models.build(scanned), scanned, params, batch,
+                            train=False, capture=('Transformer/encoder_norm',))
+  assert out['intermediates']['Transformer/encoder_norm'].shape[0] == 4
+
+
 def test_checkpoints_round_trip_both_ways(tmp_path):
   config, scanned = _pair()
   params, images = _perturbed(config), _images(config)

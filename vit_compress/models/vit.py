@@ -473,8 +473,12 @@ class VisionTransformer(nn.Module):
                                       self.mlp_ranks, self.attn_ranks) is None
     encoder_cls = Encoder
     if scan:  # the stored tree stays unrolled; the scan sees it stacked
+      # init only while initialising: flax's init=True treats any mutable
+      # collection (the trainer's batch_stats, intermediates) as an init and
+      # would hand the scan the unstacked tree.
       encoder_cls = nn.map_variables(Encoder, 'params', layer_stack.stack,
-                                     layer_stack.unstack, init=True)
+                                     layer_stack.unstack,
+                                     init=self.is_initializing())
     x = encoder_cls(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                 head_dim=self.head_dim, dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
