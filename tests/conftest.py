@@ -16,6 +16,12 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'vit_compress_jax_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
+# The suite runs what the commands run: their XLA CPU defaults
+# (vit_compress/xla_cpu.py), set before the first computation and inherited
+# by the subprocesses tests start.
+from vit_compress import xla_cpu  # pylint: disable=g-import-not-at-top,wrong-import-position
+xla_cpu.apply_defaults()
+
 
 @pytest.fixture(scope='session')
 def digits_data_dir(tmp_path_factory):

@@ -93,6 +93,22 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def run_command(main: Callable, flags_parser: Optional[Callable] = None) -> None:
+  """`absl.app.run` for a `python -m vit_compress.X` command, after adding
+  the CPU defaults of `xla_cpu` to XLA_FLAGS (read once, before the first
+  computation). The flags it added are logged once logging is set up."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from vit_compress import xla_cpu  # pylint: disable=g-import-not-at-top
+  added = xla_cpu.apply_defaults()
+
+  def with_note(argv):
+    if added:
+      logging.info('XLA CPU defaults added to XLA_FLAGS: %s (see vit_compress/xla_cpu.py)',
+                   ' '.join(added))
+    return main(argv)
+  app.run(with_note, **({'flags_parser': flags_parser} if flags_parser else {}))
+
+
 def define_verbose() -> None:
   """The `--verbose` flag every command has (defined once per process)."""
   if 'verbose' not in flags.FLAGS:

@@ -336,4 +336,4 @@ def command(workdir, formats, *, config=None, model_dir=None, data_dir=None,
 if __name__ == '__main__':
   _define_flags()
   cli.define_verbose()
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_command(main, flags_parser=cli.parse_flags)

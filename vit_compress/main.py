@@ -147,4 +147,4 @@ def _argv_value(argv, prefix: str) -> str:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  cli.run_command(main, flags_parser=_parse_flags)

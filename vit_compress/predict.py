@@ -140,7 +140,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('model', None, 'Saved model directory, .npz, .tflite or .onnx file.')
   flags.DEFINE_string('model_name', None, 'Zoo name of an .npz without our config.')
   flags.DEFINE_integer('image_size', None, 'Resolution of an .npz model.')
@@ -150,4 +150,5 @@ if __name__ == '__main__':
   flags.DEFINE_string('pp', None, "Eval preprocessing, where the artifact has none.")
   flags.DEFINE_list('class_names', None, 'Class names, where the artifact has none.')
   flags.mark_flag_as_required('model')
-  app.run(lambda argv: sys.exit(main(argv)))
+  from vit_compress import cli  # pylint: disable=g-import-not-at-top
+  cli.run_command(lambda argv: sys.exit(main(argv)))

@@ -462,7 +462,7 @@ def command():
 
 
 if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_integer('image_size', None, 'Input resolution in pixels '
                        '(default: each model\'s own, 224 for ViTs, 256 for MobileViT).')
   flags.DEFINE_integer('num_classes', 1000, 'Classifier classes (not used by LiT).')
@@ -478,4 +478,4 @@ if __name__ == '__main__':
   flags.DEFINE_float('max_mib', None, 'Only models at most this big (float32 MiB).')
   from vit_compress import cli  # pylint: disable=g-import-not-at-top
   cli.define_verbose()
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_command(main, flags_parser=cli.parse_flags)

@@ -261,5 +261,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from vit_compress import cli  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  cli.run_command(main)

@@ -95,7 +95,7 @@ def run(model: str, out: str, overwrite: bool = False) -> None:
 
 
 def command_line() -> None:
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_command(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':
