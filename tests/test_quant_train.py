@@ -15,13 +15,16 @@ pytestmark = pytest.mark.slow   # integration: see pytest.ini
 
 def test_qat_in_the_trainer_then_int4_model_scores_the_same(digits_data_dir,
                                                             tmp_path):
-  steps = dict(total_steps=300, checkpoint_every=300)
   float_metrics = train.train_and_evaluate(
-      digits_config(digits_data_dir, 'Nano_2', **steps,
+      digits_config(digits_data_dir, 'Nano_2', total_steps=300, checkpoint_every=300,
                     **{'schedule.base_lr': 0.003}), str(tmp_path / 'float'))
-  config = digits_config(digits_data_dir, 'Nano_2', **steps,
+  # QAT as practised: fine-tuning the trained float model. (Two models trained
+  # apart from scratch differ by a few of the 355 test images on their own,
+  # and by which ones from one CPU to another.)
+  config = digits_config(digits_data_dir, 'Nano_2', total_steps=150,
+                         checkpoint_every=150, init_from=str(tmp_path / 'float' / 'model'),
                          **{'quant.mode': 'qat', 'quant.weight_dtype': 'int4',
-                            'schedule.base_lr': 0.003})
+                            'schedule.base_lr': 0.001})
   qat_metrics = train.train_and_evaluate(config, str(tmp_path / 'qat'))
   model_config, params = checkpoint.load_model(str(tmp_path / 'qat' / 'model'))
 
