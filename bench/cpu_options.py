@@ -10,7 +10,9 @@ all variants see the same machine load, each round timing calls for at
 least `--min_seconds` (median kept); the table has the median over rounds
 and the range. Accuracy: the forward's logits on one fixed batch (same
 parameters, a random non-zero head) against the baseline's, as the largest
-absolute difference over the largest logit.
+absolute difference over the largest logit. The script itself adds no
+flags: each variant's go on top of the caller's XLA_FLAGS, so 'baseline' is
+jaxlib's default and 'no_ynnpack' is what our commands run.
 """
 import argparse
 import json
@@ -26,8 +28,8 @@ import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # name: (XLA flags, model overrides, code change, what it is)
 VARIANTS = {
-    'baseline': ('', {}, None, 'defaults: tanh GELU (as vit_jax), '
-                 'jax.nn.dot_product_attention'),
+    'baseline': ('', {}, None, "jaxlib's XLA flags (YNNPACK dots), tanh GELU "
+                 '(as vit_jax), jax.nn.dot_product_attention'),
     'exact_gelu': ('', {}, 'exact_gelu', 'erf GELU (timm\'s), not vit_jax\'s'),
     'einsum_attention': ('', {}, 'einsum_attention',
                          'explicit einsum + softmax attention'),
@@ -38,9 +40,24 @@ VARIANTS = {
     'onednn': ('--xla_cpu_use_onednn=true', {}, None, 'oneDNN rewrites'),
     'xnnpack': ('--xla_cpu_use_xnnpack=true', {}, None, 'XNNPACK rewrites'),
     'no_ynnpack': ('--xla_cpu_experimental_ynn_fusion_type=', {}, None,
-                   'YNNPACK dot fusions off (XLA\'s own dot emitter)'),
+                   'YNNPACK dot fusions off (XLA\'s own dots): our commands\' '
+                   'CPU default, vit_compress/xla_cpu.py'),
     'vector_512': ('--xla_cpu_prefer_vector_width=512', {}, None,
                    '512-bit vectors in XLA\'s codegen'),
+    'no_ynnpack_vector_512': ('--xla_cpu_experimental_ynn_fusion_type= '
+                              '--xla_cpu_prefer_vector_width=512', {}, None,
+                              'YNNPACK dot fusions off and 512-bit vectors'),
+    'no_ynnpack_xnnpack': ('--xla_cpu_experimental_ynn_fusion_type= '
+                           '--xla_cpu_use_xnnpack=true', {}, None,
+                           'YNNPACK dot fusions off, XNNPACK rewrites on'),
+    'ynn_dot': ('--xla_cpu_experimental_ynn_fusion_type=dot', {}, None,
+                'YNNPACK dots fused with their elementwise neighbours'),
+    'ynn_dot_eltwise': ('--xla_cpu_experimental_ynn_fusion_type=dot,eltwise', {}, None,
+                        'YNNPACK dots and elementwise fusions'),
+    'ynn_dot_eltwise_reduce': ('--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
+                               {}, None, 'YNNPACK dots, elementwise and reductions'),
+    'concurrency_scheduler': ('--xla_cpu_enable_concurrency_optimized_scheduler=true',
+                              {}, None, 'XLA\'s concurrency-optimised scheduler'),
     'no_eigen_threads': ('--xla_cpu_multi_thread_eigen=false', {}, None,
                          'single-threaded Eigen'),
 }

@@ -12,16 +12,21 @@ img/s at batch 256 over the teacher's (the report's medians over
 interleaved rounds), and how many times smaller its one-file compact
 artifact is than the teacher's; then the range over seeds. XLA's CPU results
 differ between CPU types, so quote the range and the machine, never one run.
+It runs with the XLA CPU defaults `python -m vit_compress.main` sets
+(vit_compress/xla_cpu.py), so its numbers are the quickstart command's.
 """
 import json
 import os
+import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
 import machine
-from configs import quickstart
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import quickstart  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_compress import cli
 from vit_compress import recipe
 
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (config.seed).')
@@ -67,4 +72,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_command(main)  # with the XLA CPU defaults the commands set

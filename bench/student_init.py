@@ -23,13 +23,16 @@ a loaded machine's noise shows in the img/s; the four models have the same
 shape, so their img/s differ only by that noise).
 """
 import os
+import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
 import machine
-from configs import quickstart
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import quickstart  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_compress import cli
 from vit_compress import checkpoint
 from vit_compress import data
 from vit_compress import evaluation
@@ -102,4 +105,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_command(main)  # with the XLA CPU defaults the commands set

@@ -164,6 +164,9 @@ def main():
   parser.add_argument('--min_seconds', type=float, default=2.0)
   parser.add_argument('--min_iters', type=int, default=3)
   parser.add_argument('--model', default='Ti_16', help='Our zoo model (timm: ViT-Ti/16).')
+  parser.add_argument('--jaxlib_defaults', action='store_true',
+                      help="JAX with jaxlib's XLA flags, not the CPU defaults our "
+                      'commands add (vit_compress/xla_cpu.py).')
   parser.add_argument('--torch', action='store_true', help='Internal: torch worker.')
   args = parser.parse_args()
   cores = sorted(os.sched_getaffinity(0))[:args.threads]
@@ -172,6 +175,10 @@ def main():
     _torch_worker(args.threads)
     return
 
+  if not args.jaxlib_defaults:  # what `python -m vit_compress.main` runs
+    sys.path.insert(0, os.path.dirname(_HERE))
+    from vit_compress import xla_cpu  # pylint: disable=g-import-not-at-top
+    xla_cpu.apply_defaults()
   import jax  # pylint: disable=g-import-not-at-top
   import jaxlib  # pylint: disable=g-import-not-at-top
   print(cpu_line())
