@@ -29,16 +29,17 @@ settings are top-level (`--config.data_dir=...`); a stage's own ones are
 under `--config.recipe.stages.<stage>.config.<key>` (e.g.
 `--config.recipe.stages.student.config.total_steps=2000`).
 
-Measured by `python bench/quickstart_seeds.py` (seeds 0, 1, 2) on an AMD
-EPYC (Zen 4, avx512_vnni), 2 cores shared with other jobs (load average
-5-10; jax 0.10), 2026-12-01: the teacher 98.03-99.15 %, the int8 student
-98.31-99.44 %, i.e. 0.56, -0.28 and -0.56 points below its teacher on seeds
-0, 1, 2 (seed 0: two test images more wrong than its 99.15 % teacher, so the
-0.5-point target is missed there by one image), 2.5x-3.8x the teacher's
-img/s at batch 256 (3.26x, 3.27x, 2.96x in a rerun at load 5.5; the FLOPs
-ratio 7.29 / 1.97 MFLOPs caps it near 3.7x) and 11.6x smaller (one-file
-compact artifacts: 68 KiB against 794 KiB). The same recipe with 1000
-student steps at the teacher's lr 3e-3 gave 0.85, -0.28 and 2.54 points.
+Measured by `python bench/quickstart_seeds.py` (seeds 0, 1, 2, with the
+XLA CPU defaults the command sets) on an AMD EPYC (Zen 4, avx512_vnni),
+2 cores, quiet (load average 0.3-2; jax 0.10.2), 2026-12-01: the teacher
+97.46-98.59 %, the int8 student 97.75-98.87 %, i.e. 0.85, -0.28 and -0.85
+points below its teacher on seeds 0, 1, 2; 3.53x-3.82x the teacher's img/s at
+batch 256 (the FLOPs ratio is 7.29 / 1.97 MFLOPs = 3.7x) and 11.6x
+smaller (one-file compact artifacts: 68 KiB against 794 KiB). With jaxlib's
+own XLA flags (YNNPACK dots; logits equal to 1e-6) the same seeds gave
+0.56, -0.28 and -0.56 points: one seed's gap moves by a test image or two
+when nothing but float rounding changes. The same recipe with 1000 student
+steps at the teacher's lr 3e-3 gave 0.85, -0.28 and 2.54 points.
 Each test image is 0.28 points: quote ranges over seeds, never one run.
 """
 import ml_collections
