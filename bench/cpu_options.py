@@ -56,6 +56,9 @@ VARIANTS = {
                         'YNNPACK dots and elementwise fusions'),
     'ynn_dot_eltwise_reduce': ('--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
                                {}, None, 'YNNPACK dots, elementwise and reductions'),
+    'no_fusion_emitters': ('--xla_cpu_experimental_ynn_fusion_type= '
+                           '--xla_cpu_use_fusion_emitters=false', {}, None,
+                           'our default + XLA\'s older loop emitters'),
     'concurrency_scheduler': ('--xla_cpu_enable_concurrency_optimized_scheduler=true',
                               {}, None, 'XLA\'s concurrency-optimised scheduler'),
     'no_eigen_threads': ('--xla_cpu_multi_thread_eigen=false', {}, None,

@@ -15,17 +15,26 @@ _FLAG = 'xla_cpu_experimental_ynn_fusion_type'
 
 def test_defaults_fill_only_what_the_user_left_unset():
   env = {}
-  assert xla_cpu.apply_defaults(env) == [f'--{_FLAG}=']
+  assert xla_cpu.apply_defaults(env, jaxlib_version='0.10.2') == [f'--{_FLAG}=']
   assert env['XLA_FLAGS'] == f'--{_FLAG}='
 
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
-  xla_cpu.apply_defaults(env)
+  xla_cpu.apply_defaults(env, jaxlib_version='0.10.2')
   assert env['XLA_FLAGS'] == f'--xla_force_host_platform_device_count=8 --{_FLAG}='
 
   mine = f'--xla_force_host_platform_device_count=2 --{_FLAG}=individual_dot'
   env = {'XLA_FLAGS': mine}
-  assert xla_cpu.apply_defaults(env) == []
+  assert xla_cpu.apply_defaults(env, jaxlib_version='0.10.2') == []
   assert env['XLA_FLAGS'] == mine
+
+
+def test_only_for_the_jaxlib_versions_it_was_measured_on():
+  # XLA aborts on a flag its jaxlib does not know: an older jaxlib gets none.
+  env = {}
+  assert xla_cpu.apply_defaults(env, jaxlib_version='0.7.1') == []
+  assert 'XLA_FLAGS' not in env
+  assert xla_cpu.apply_defaults(env, jaxlib_version='0.11.0') == []
+  assert xla_cpu.apply_defaults(env, jaxlib_version='0.10.2') == [f'--{_FLAG}=']
 
 
 def test_commands_add_the_defaults_before_main_runs(monkeypatch):

@@ -7,26 +7,48 @@ of ours off (the value that restores jaxlib's default is listed with it).
 The options only touch XLA's CPU compiler: on GPU and TPU hosts they change
 nothing but the host-side CPU client.
 
-Library users (notebooks, `import vit_compress`) get jaxlib's defaults
-unless they call `apply_defaults()` before their first computation.
+Library users (`import vit_compress`) get jaxlib's defaults unless they call
+`apply_defaults()` before their first computation, as the notebooks and
+`tests/conftest.py` do.
 """
+import importlib.metadata
 import os
 import shlex
-from typing import Dict, List, MutableMapping, Tuple
+from typing import Dict, List, MutableMapping, NamedTuple, Optional, Tuple
 
-# flag: (value we set, the value that restores jaxlib's default, why).
-# Measured in bench/README.md ("Model-code choices and XLA CPU options",
-# `python bench/cpu_options.py`; "Ours vs timm", `python bench/vs_pytorch.py`).
-DEFAULTS: Dict[str, Tuple[str, str, str]] = {
-    'xla_cpu_experimental_ynn_fusion_type': (
-        '', 'individual_dot',
-        'XLA runs the dots itself (Eigen) instead of calling YNNPACK for '
+
+class Default(NamedTuple):
+  value: str                     # what we set
+  restore: str                   # the value that gives jaxlib's default back
+  jaxlib: Tuple[str, str]        # [from, below): the versions it was measured on
+  why: str
+
+
+# XLA aborts on a flag its jaxlib does not know, so each default is added only
+# for the jaxlib versions where it exists and was measured.
+# Measured in bench/README.md, "Where it stands" (`python bench/cpu_options.py`,
+# `python bench/vs_pytorch.py`); jaxlib's other YNNPACK fusion kinds were slower.
+DEFAULTS: Dict[str, Default] = {
+    'xla_cpu_experimental_ynn_fusion_type': Default(
+        value='', restore='individual_dot', jaxlib=('0.10.2', '0.11'),
+        why='XLA runs the dots itself (Eigen) instead of calling YNNPACK for '
         'each one. On an AMD EPYC (Zen 4, 2 cores, quiet), ViT-Ti/16 at '
         '224 px: train step +10 to +14 % and forward +27 to +29 % at batch 32, '
         '+1 to +20 % over the four rows of bench/vs_pytorch.py; logits move '
         'by 1e-6 of their range (tests/test_xla_cpu.py: logits and an SGD '
         'step equal to float32 tolerance).'),
 }
+
+
+def _version(text: str) -> Tuple[int, ...]:
+  return tuple(int(p) for p in text.split('.')[:3] if p.isdigit())
+
+
+def _installed_jaxlib() -> Optional[str]:
+  try:
+    return importlib.metadata.version('jaxlib')
+  except importlib.metadata.PackageNotFoundError:
+    return None
 
 
 def _named(xla_flags: str) -> set:
@@ -38,13 +60,17 @@ def _named(xla_flags: str) -> set:
   return names
 
 
-def apply_defaults(environ: MutableMapping[str, str] = os.environ) -> List[str]:
-  """Adds each of `DEFAULTS` the user's XLA_FLAGS does not name; returns the
-  flags added. Call before the first computation: XLA reads XLA_FLAGS once."""
+def apply_defaults(environ: MutableMapping[str, str] = os.environ,
+                   jaxlib_version: Optional[str] = None) -> List[str]:
+  """Adds each of `DEFAULTS` the user's XLA_FLAGS does not name and this
+  jaxlib (default: the installed one) is in range for; returns the flags
+  added. Call before the first computation: XLA reads XLA_FLAGS once."""
+  version = _version(jaxlib_version or _installed_jaxlib() or '0')
   current = environ.get('XLA_FLAGS', '')
   named = _named(current)
-  added = [f'--{name}={value}' for name, (value, _, _) in DEFAULTS.items()
-           if name not in named]
+  added = [f'--{name}={d.value}' for name, d in DEFAULTS.items()
+           if name not in named
+           and _version(d.jaxlib[0]) <= version < _version(d.jaxlib[1])]
   if added:
     environ['XLA_FLAGS'] = ' '.join([current.strip(), *added]).strip()
   return added
