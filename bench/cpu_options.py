@@ -23,8 +23,12 @@ import sys
 import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, _HERE)
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_compress import xla_cpu  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The flags our commands add on CPU (one home: vit_compress/xla_cpu.py).
+_OURS = ' '.join(xla_cpu.flag(name) for name in xla_cpu.DEFAULTS)
 
 # name: (XLA flags, model overrides, code change, what it is)
 VARIANTS = {
@@ -39,16 +43,14 @@ VARIANTS = {
                   'XLA fast math (approximate)'),
     'onednn': ('--xla_cpu_use_onednn=true', {}, None, 'oneDNN rewrites'),
     'xnnpack': ('--xla_cpu_use_xnnpack=true', {}, None, 'XNNPACK rewrites'),
-    'no_ynnpack': ('--xla_cpu_experimental_ynn_fusion_type=', {}, None,
+    'no_ynnpack': (_OURS, {}, None,
                    'YNNPACK dot fusions off (XLA\'s own dots): our commands\' '
                    'CPU default, vit_compress/xla_cpu.py'),
     'vector_512': ('--xla_cpu_prefer_vector_width=512', {}, None,
                    '512-bit vectors in XLA\'s codegen'),
-    'no_ynnpack_vector_512': ('--xla_cpu_experimental_ynn_fusion_type= '
-                              '--xla_cpu_prefer_vector_width=512', {}, None,
+    'no_ynnpack_vector_512': (f'{_OURS} --xla_cpu_prefer_vector_width=512', {}, None,
                               'YNNPACK dot fusions off and 512-bit vectors'),
-    'no_ynnpack_xnnpack': ('--xla_cpu_experimental_ynn_fusion_type= '
-                           '--xla_cpu_use_xnnpack=true', {}, None,
+    'no_ynnpack_xnnpack': (f'{_OURS} --xla_cpu_use_xnnpack=true', {}, None,
                            'YNNPACK dot fusions off, XNNPACK rewrites on'),
     'ynn_dot': ('--xla_cpu_experimental_ynn_fusion_type=dot', {}, None,
                 'YNNPACK dots fused with their elementwise neighbours'),
@@ -56,8 +58,7 @@ VARIANTS = {
                         'YNNPACK dots and elementwise fusions'),
     'ynn_dot_eltwise_reduce': ('--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
                                {}, None, 'YNNPACK dots, elementwise and reductions'),
-    'no_fusion_emitters': ('--xla_cpu_experimental_ynn_fusion_type= '
-                           '--xla_cpu_use_fusion_emitters=false', {}, None,
+    'no_fusion_emitters': (f'{_OURS} --xla_cpu_use_fusion_emitters=false', {}, None,
                            'our default + XLA\'s older loop emitters'),
     'concurrency_scheduler': ('--xla_cpu_enable_concurrency_optimized_scheduler=true',
                               {}, None, 'XLA\'s concurrency-optimised scheduler'),
@@ -84,7 +85,6 @@ def _patch_model_code(change):
 
 
 def _worker(name, args):
-  sys.path.insert(0, os.path.dirname(_HERE))
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import train_step  # pylint: disable=g-import-not-at-top

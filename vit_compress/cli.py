@@ -106,7 +106,7 @@ def run_command(main: Callable, flags_parser: Optional[Callable] = None) -> None
       logging.info('XLA CPU defaults added to XLA_FLAGS: %s (see vit_compress/xla_cpu.py)',
                    ' '.join(added))
     return main(argv)
-  app.run(with_note, **({'flags_parser': flags_parser} if flags_parser else {}))
+  app.run(with_note, flags_parser=flags_parser or app.parse_flags_with_usage)
 
 
 def define_verbose() -> None:

@@ -60,6 +60,11 @@ def _named(xla_flags: str) -> set:
   return names
 
 
+def flag(name: str) -> str:
+  """`--name=value`: one of `DEFAULTS` as XLA_FLAGS spells it."""
+  return f'--{name}={DEFAULTS[name].value}'
+
+
 def apply_defaults(environ: MutableMapping[str, str] = os.environ,
                    jaxlib_version: Optional[str] = None) -> List[str]:
   """Adds each of `DEFAULTS` the user's XLA_FLAGS does not name and this
@@ -68,7 +73,7 @@ def apply_defaults(environ: MutableMapping[str, str] = os.environ,
   version = _version(jaxlib_version or _installed_jaxlib() or '0')
   current = environ.get('XLA_FLAGS', '')
   named = _named(current)
-  added = [f'--{name}={d.value}' for name, d in DEFAULTS.items()
+  added = [flag(name) for name, d in DEFAULTS.items()
            if name not in named
            and _version(d.jaxlib[0]) <= version < _version(d.jaxlib[1])]
   if added:
